@@ -1,0 +1,1 @@
+"""Jaejin: telemedicine follow-up platform for Korean medical institutions."""

@@ -114,8 +114,8 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
     }
 )
 
-_UNKNOWN_UNIT = N_("“{unit}” is not a unit Jaejin knows; for {metric} use {accepted}")
-_MISMATCHED_UNIT = N_("“{unit}” is not a unit of {metric}; use {accepted}")
+UNKNOWN_UNIT_MESSAGE = N_("“{unit}” is not a unit Jaejin knows; for {metric} use {accepted}")
+MISMATCHED_UNIT_MESSAGE = N_("“{unit}” is not a unit of {metric}; use {accepted}")
 
 
 class UnitError(ValueError):
@@ -134,7 +134,7 @@ class UnitError(ValueError):
         return "UNIT_MISMATCH" if self.known_elsewhere else "UNKNOWN_UNIT"
 
     def message(self, language: str) -> str:
-        template = _MISMATCHED_UNIT if self.known_elsewhere else _UNKNOWN_UNIT
+        template = MISMATCHED_UNIT_MESSAGE if self.known_elsewhere else UNKNOWN_UNIT_MESSAGE
         return translate(
             language,
             template,

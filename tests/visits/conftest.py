@@ -1,0 +1,134 @@
+"""Shared pieces for the visit tests: brokers of both kinds, an inbox standing in for a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from jaejin.visits.signalling import (
+    Broker,
+    InProcessBroker,
+    ParticipantRole,
+    RedisBroker,
+    SignallingHub,
+)
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+BROKER_KINDS = ("in_process", "redis")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Inbox:
+    """Collects what the hub sends to one participant, and waits for the next of a kind."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.events: list[dict[str, Any]] = []
+        self._seen = 0
+        self._arrived = asyncio.Event()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        self._arrived.set()
+
+    async def next(self, kind: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+        """The first event of `kind` (matching `fields`) not returned before."""
+
+        async def wait() -> dict[str, Any]:
+            while True:
+                for index in range(self._seen, len(self.events)):
+                    event = self.events[index]
+                    if event.get("type") == kind and all(
+                        event.get(key) == value for key, value in fields.items()
+                    ):
+                        self._seen = index + 1
+                        return event
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.name or 'inbox'} got no {kind} {fields or ''} within {timeout}s; "
+                f"it has {[event.get('type') for event in self.events]}"
+            ) from None
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event.get("type") == kind]
+
+
+def roster_of(members: Mapping[str, ParticipantRole]):
+    async def lookup(visit_id: str) -> Mapping[str, ParticipantRole]:
+        return members
+
+    return lookup
+
+
+@asynccontextmanager
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix unique to one test; only those keys are deleted afterwards."""
+    prefix = f"jaejin-test:{uuid.uuid4().hex}:"
+    try:
+        yield prefix
+    finally:
+        client = Redis.from_url(REDIS_TEST_URL)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+@asynccontextmanager
+async def workers(
+    kind: str,
+    roster: Mapping[str, ParticipantRole],
+    count: int = 2,
+    *,
+    presence_ttl: float = 30.0,
+    heartbeat_intervals: tuple[float, ...] | None = None,
+) -> AsyncIterator[list[SignallingHub]]:
+    """`count` hubs standing for `count` server workers serving the same visits.
+
+    In-process they share one broker (one process); with Redis each has its own client and
+    subscription, as separate worker processes would.
+    """
+    async with redis_prefix() as prefix:
+        brokers: list[Broker]
+        if kind == "redis":
+            brokers = [
+                RedisBroker.from_url(REDIS_TEST_URL, prefix=prefix, presence_ttl=presence_ttl)
+                for _ in range(count)
+            ]
+        else:
+            shared = InProcessBroker(presence_ttl=presence_ttl)
+            brokers = [shared] * count
+        intervals = heartbeat_intervals or (None,) * count
+        hubs = [
+            SignallingHub(broker, roster_of(roster), heartbeat_interval=interval)
+            for broker, interval in zip(brokers, intervals, strict=True)
+        ]
+        try:
+            yield hubs
+        finally:
+            for hub in hubs:
+                await hub.close()
+            for broker in {id(broker): broker for broker in brokers}.values():
+                await broker.close()
+
+
+@pytest.fixture(params=BROKER_KINDS)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

@@ -95,20 +95,34 @@ def publish_after_commit(session: Session, channel: str, message: dict[str, Any]
     session.info.setdefault(_PENDING_KEY, []).append((channel, message))
 
 
+_current_bus: EventBus | None = None
+
+
 def attach_bus(bus: EventBus) -> None:
-    """Wire the bus to every session: publish on commit, forget on rollback."""
+    """Make `bus` the one that committed sessions publish to (the newest app wins)."""
+    global _current_bus
+    _current_bus = bus
 
-    @event.listens_for(Session, "after_commit")
-    def _after_commit(session: Session) -> None:
-        for channel, message in session.info.pop(_PENDING_KEY, []):
-            try:
-                bus.publish(channel, message)
-            except Exception:  # a live nicety must never fail the request that committed
-                log.exception("could not publish event on %s", channel)
 
-    @event.listens_for(Session, "after_rollback")
-    def _after_rollback(session: Session) -> None:
-        session.info.pop(_PENDING_KEY, None)
+def current_bus() -> EventBus | None:
+    return _current_bus
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    pending = session.info.pop(_PENDING_KEY, [])
+    if _current_bus is None:
+        return
+    for channel, message in pending:
+        try:
+            _current_bus.publish(channel, message)
+        except Exception:  # a live nicety must never fail the request that committed
+            log.exception("could not publish event on %s", channel)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
 
 
 # --------------------------------------------------------------------------- durable outbox

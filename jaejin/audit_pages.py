@@ -1,0 +1,59 @@
+"""The auditors' view of the audit trail: search who touched which record, when and why."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import func, select
+
+from jaejin.core.accounts import Role
+from jaejin.core.audit import AuditEntry, AuditEvent
+from jaejin.core.authn import DbSession, Principal, audit, requires
+from jaejin.core.i18n import N_
+from jaejin.web import navigation
+from jaejin.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 50
+
+Auditor = Annotated[Principal, Depends(requires(Role.AUDITOR, Role.INSTITUTION_ADMIN))]
+navigation.register("/audit", N_("Audit log"),
+                    N_("Search every access to patient data: who, what, when, from where, why."),
+                    {Role.AUDITOR, Role.INSTITUTION_ADMIN}, order=80)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_log(
+    request: Request, principal: Auditor, db: DbSession,
+    patient_id: Annotated[int | None, Query(ge=1)] = None,
+    actor: Annotated[str, Query(max_length=80)] = "",
+    action: Annotated[str, Query(max_length=40)] = "",
+    start: date | None = None, end: date | None = None,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    scope = principal.institutions_where(Role.AUDITOR, Role.INSTITUTION_ADMIN)
+    query = select(AuditEntry).where(AuditEntry.institution_id.in_(scope))
+    if patient_id:
+        query = query.where(AuditEntry.patient_id == patient_id)
+    if actor:
+        query = query.where((AuditEntry.actor_id == actor)
+                            | AuditEntry.actor_label.ilike(f"%{actor}%"))
+    if action:
+        query = query.where(AuditEntry.action == action)
+    if start:
+        query = query.where(AuditEntry.occurred_at >= datetime.combine(start, time(), UTC))
+    if end:
+        query = query.where(
+            AuditEntry.occurred_at < datetime.combine(end + timedelta(days=1), time(), UTC))
+    total = db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    entries = list(db.execute(query.order_by(AuditEntry.sequence.desc())
+                              .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).scalars())
+    audit(db, principal, AuditEvent("search", "audit_log", None, purpose="audit",
+                                    detail={"patient_id": patient_id, "results": total}))
+    db.commit()
+    return render(request, "audit/log.html", principal, entries=entries, total=total, page=page,
+                  pages=max(1, -(-total // PAGE_SIZE)), patient_id=patient_id or "", actor=actor,
+                  action=action, start=start or "", end=end or "")

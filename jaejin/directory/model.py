@@ -1,0 +1,389 @@
+"""Who is who, as the API accepts and returns it: validation of codes, zones and flags.
+
+Pure: no database, no web. The wire contract is these schemas, never the tables.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+import pycountry
+from babel import Locale, UnknownLocaleError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+class InstitutionKind(StrEnum):
+    CLINIC = "clinic"
+    HOSPITAL = "hospital"
+    GENERAL_HOSPITAL = "general_hospital"
+    TERTIARY_HOSPITAL = "tertiary_hospital"
+    PUBLIC_HEALTH_CENTRE = "public_health_centre"
+
+
+class PatientFlag(StrEnum):
+    """Facts about a patient that the telemedicine rules depend on."""
+
+    REGISTERED_DISABILITY = "registered_disability"
+    LONG_TERM_CARE = "long_term_care"
+    ISLAND_REMOTE = "island_remote"
+    EMERGENCY_SHORTAGE_AREA = "emergency_shortage_area"
+    RARE_DISEASE = "rare_disease"
+    TYPE1_DIABETES = "type1_diabetes"
+    INFECTIOUS_ISOLATION = "infectious_isolation"
+    CORRECTIONAL_INMATE = "correctional_inmate"
+    MOBILITY_IMPAIRED = "mobility_impaired"
+
+
+class EncounterMode(StrEnum):
+    IN_PERSON = "in_person"
+    VIDEO = "video"
+    AUDIO = "audio"
+    CHAT = "chat"
+
+
+class EncounterKind(StrEnum):
+    VISIT = "visit"
+    SURGERY = "surgery"
+    PROCEDURE = "procedure"
+
+
+class ConsentKind(StrEnum):
+    PIPA_SENSITIVE = "pipa_sensitive"
+    CROSS_BORDER_TRANSFER = "cross_border_transfer"
+    TELEMEDICINE_LIMITS = "telemedicine_limits"
+
+
+class Sex(StrEnum):
+    FEMALE = "female"
+    MALE = "male"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+_CLOCK_SKEW = timedelta(minutes=5)
+CONDITION_CODE = re.compile(r"^[A-Z][0-9]{2}(\.?[0-9A-Z]{1,4})?$")
+
+
+@lru_cache(maxsize=1)
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_time_zone(value: str) -> str:
+    if value not in _time_zones():
+        raise ValueError(f"Unknown time zone {value!r}: use an IANA name such as Asia/Seoul.")
+    return value
+
+
+def check_country(value: str) -> str:
+    code = value.upper()
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError(f"Unknown country {value!r}: use an ISO 3166-1 alpha-2 code such as JP.")
+    return code
+
+
+def check_korean_region(value: str) -> str:
+    code = value.upper()
+    subdivision = pycountry.subdivisions.get(code=code)  # type: ignore[no-untyped-call]
+    if subdivision is None or not code.startswith("KR-"):
+        raise ValueError(
+            f"Unknown Korean region {value!r}: use an ISO 3166-2:KR code such as KR-11 (Seoul)."
+        )
+    return code
+
+
+def check_language(value: str) -> str:
+    try:
+        Locale.parse(value.replace("-", "_"))
+    except (UnknownLocaleError, ValueError) as error:
+        raise ValueError(
+            f"Unknown language {value!r}: use a BCP 47 tag such as ko or en."
+        ) from error
+    return value
+
+
+def check_condition_code(value: str) -> str:
+    code = value.strip().upper()
+    if not CONDITION_CODE.match(code):
+        raise ValueError(f"{value!r} is not a KCD/ICD-10 code (e.g. I10, E11.9).")
+    return code
+
+
+def check_aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("Include a time-zone offset, e.g. 2026-11-20T09:30:00+09:00.")
+    return value.astimezone(UTC)
+
+
+TimeZoneName = Annotated[str, AfterValidator(check_time_zone)]
+CountryCode = Annotated[str, AfterValidator(check_country)]
+KoreanRegion = Annotated[str, AfterValidator(check_korean_region)]
+LanguageTag = Annotated[str, Field(max_length=16), AfterValidator(check_language)]
+ConditionCode = Annotated[str, AfterValidator(check_condition_code)]
+AwareDatetime = Annotated[datetime, AfterValidator(check_aware)]
+EmailAddress = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+PhoneNumber = Annotated[str, Field(max_length=32, pattern=r"^\+[1-9][0-9]{6,14}$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# ----------------------------------------------------------------------------- institutions
+
+
+class InstitutionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    code: str
+    name_ko: str
+    name_en: str
+    kind: InstitutionKind
+    region: str
+    designations: list[str]
+    time_zone: str
+
+
+# ----------------------------------------------------------------------------- practitioners
+
+
+class PractitionerCreate(Strict):
+    licence_number: Annotated[str, Field(min_length=3, max_length=40)]
+    profession: Annotated[str, Field(min_length=2, max_length=40)] = "physician"
+    specialty: Annotated[str | None, Field(max_length=80)] = None
+    name_native: ShortText
+    name_latin: ShortText
+    languages: list[LanguageTag] = Field(default_factory=lambda: ["ko"], max_length=20)
+    time_zone: TimeZoneName = "Asia/Seoul"
+    department: Annotated[str | None, Field(max_length=80)] = None
+
+
+class PractitionerUpdate(Strict):
+    specialty: Annotated[str | None, Field(max_length=80)] = None
+    name_native: ShortText | None = None
+    name_latin: ShortText | None = None
+    languages: list[LanguageTag] | None = Field(default=None, max_length=20)
+    time_zone: TimeZoneName | None = None
+    department: Annotated[str | None, Field(max_length=80)] = None
+    active: bool | None = None
+
+
+class PractitionerPublic(BaseModel):
+    id: int
+    licence_number: str
+    profession: str
+    specialty: str | None
+    name_native: str
+    name_latin: str
+    languages: list[str]
+    time_zone: str
+    institution_ids: list[int]
+
+
+# ----------------------------------------------------------------------------------- patients
+
+
+class PatientBase(Strict):
+    family_name_native: ShortText
+    given_name_native: ShortText
+    family_name_latin: ShortText
+    given_name_latin: ShortText
+    birth_date: date
+    sex: Sex
+    nationality: CountryCode
+    residence_country: CountryCode
+    residence_region: KoreanRegion | None = None
+    residence_district: Annotated[str | None, Field(max_length=60)] = None
+    current_country: CountryCode
+    languages: list[LanguageTag] = Field(min_length=1, max_length=10)
+    preferred_language: LanguageTag = "ko"
+    time_zone: TimeZoneName = "Asia/Seoul"
+    nhi_covered: bool = False
+    flags: list[PatientFlag] = Field(default_factory=list, max_length=len(PatientFlag))
+    long_term_care_grade: Annotated[int | None, Field(ge=1, le=6)] = None
+    email: EmailAddress | None = None
+    phone: PhoneNumber | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PatientBase:
+        if self.birth_date > datetime.now(UTC).date():
+            raise ValueError("birth_date is in the future.")
+        if self.birth_date.year < 1900:
+            raise ValueError("birth_date is before 1900.")
+        if self.residence_region and self.residence_country != "KR":
+            raise ValueError("residence_region applies only to residents of Korea.")
+        return self
+
+
+class PatientCreate(PatientBase):
+    mrn: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$")]
+    institution_id: int | None = None
+
+
+class PatientUpdate(Strict):
+    """Partial update: only the fields sent change. Identity fields stay with the MRN owner."""
+
+    family_name_latin: ShortText | None = None
+    given_name_latin: ShortText | None = None
+    residence_country: CountryCode | None = None
+    residence_region: KoreanRegion | None = None
+    residence_district: Annotated[str | None, Field(max_length=60)] = None
+    current_country: CountryCode | None = None
+    languages: list[LanguageTag] | None = Field(default=None, min_length=1, max_length=10)
+    preferred_language: LanguageTag | None = None
+    time_zone: TimeZoneName | None = None
+    nhi_covered: bool | None = None
+    flags: list[PatientFlag] | None = Field(default=None, max_length=len(PatientFlag))
+    long_term_care_grade: Annotated[int | None, Field(ge=1, le=6)] = None
+    email: EmailAddress | None = None
+    phone: PhoneNumber | None = None
+
+
+class PatientPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    institution_id: int
+    mrn: str
+    family_name_native: str
+    given_name_native: str
+    family_name_latin: str
+    given_name_latin: str
+    birth_date: date
+    sex: str
+    nationality: str
+    residence_country: str
+    residence_region: str | None
+    residence_district: str | None
+    current_country: str
+    languages: list[str]
+    preferred_language: str
+    time_zone: str
+    nhi_covered: bool
+    flags: list[str]
+    long_term_care_grade: int | None
+    email: str | None
+    phone: str | None
+    has_account: bool = False
+
+
+# ---------------------------------------------------------------------------- local physicians
+
+
+class LocalPhysicianCreate(Strict):
+    name: ShortText
+    clinic: ShortText
+    country: CountryCode
+    email: EmailAddress | None = None
+    phone: PhoneNumber | None = None
+    languages: list[LanguageTag] = Field(default_factory=lambda: ["en"], max_length=10)
+
+
+class LocalPhysicianUpdate(Strict):
+    name: ShortText | None = None
+    clinic: ShortText | None = None
+    country: CountryCode | None = None
+    email: EmailAddress | None = None
+    phone: PhoneNumber | None = None
+    languages: list[LanguageTag] | None = Field(default=None, max_length=10)
+
+
+class LocalPhysicianPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    patient_id: int
+    name: str
+    clinic: str
+    country: str
+    email: str | None
+    phone: str | None
+    languages: list[str]
+
+
+# ---------------------------------------------------------------------------------- encounters
+
+
+class EncounterCreate(Strict):
+    patient_id: int
+    practitioner_id: int | None = None
+    external_id: Annotated[str | None, Field(max_length=80)] = None
+    mode: EncounterMode
+    kind: EncounterKind = EncounterKind.VISIT
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+    conditions: list[ConditionCode] = Field(default_factory=list, max_length=20)
+    summary: Annotated[str | None, Field(max_length=10_000)] = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EncounterCreate:
+        if self.ended_at is not None and self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at.")
+        if self.started_at > datetime.now(UTC).replace(microsecond=0) + _CLOCK_SKEW:
+            raise ValueError("started_at is in the future: record encounters that happened.")
+        return self
+
+
+class EncounterUpdate(Strict):
+    ended_at: AwareDatetime | None = None
+    conditions: list[ConditionCode] | None = Field(default=None, max_length=20)
+    summary: Annotated[str | None, Field(max_length=10_000)] = None
+
+
+class EncounterPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    institution_id: int
+    patient_id: int
+    practitioner_id: int | None
+    external_id: str | None
+    mode: str
+    kind: str
+    started_at: datetime
+    ended_at: datetime | None
+    conditions: list[str]
+    summary: str | None
+
+
+# ------------------------------------------------------------------------------------ consents
+
+
+class ConsentCreate(Strict):
+    kind: ConsentKind
+    text_version: Annotated[str, Field(min_length=1, max_length=40)]
+    language: LanguageTag
+    granted_at: AwareDatetime | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConsentPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    patient_id: int
+    kind: str
+    text_version: str
+    language: str
+    granted_at: datetime
+    withdrawn_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.withdrawn_at is None
+
+
+class InvitationPublic(BaseModel):
+    invitation_id: int
+    link: str
+    code: str
+    expires_at: datetime
+
+

@@ -1,0 +1,9 @@
+"""Imports every capability's tables so the metadata (and Alembic) sees the whole schema."""
+
+from jaejin.core import accounts, audit, events
+from jaejin.core.database import Base
+from jaejin.directory import store as directory_store
+
+metadata = Base.metadata
+
+__all__ = ["accounts", "audit", "directory_store", "events", "metadata"]

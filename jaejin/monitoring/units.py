@@ -66,6 +66,7 @@ UNIT_CONVERSIONS: Mapping[Metric, Mapping[str, UnitConversion]] = MappingProxyTy
                 "kg": _same("kg"),
                 "g": _scaled("g", 0.001),
                 "[lb_av]": _scaled("[lb_av]", KILOGRAMS_PER_POUND),
+                "[stone_av]": _scaled("[stone_av]", 14 * KILOGRAMS_PER_POUND),
             }
         ),
         Metric.BODY_TEMPERATURE: MappingProxyType({"Cel": _same("Cel"), "[degF]": _FAHRENHEIT}),
@@ -93,6 +94,9 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
         "lbs": "[lb_av]",
         "pound": "[lb_av]",
         "pounds": "[lb_av]",
+        "[stone_av]": "[stone_av]",
+        "st": "[stone_av]",
+        "stone": "[stone_av]",
         "cel": "Cel",
         "°c": "Cel",
         "degc": "Cel",

@@ -1,0 +1,209 @@
+"""Jaejin's own JSON batch of readings, sent by Jaejin's apps with an idempotency key per reading.
+
+Body: `{"readings": [item, ...]}` (or a bare array). One item:
+
+    {"idempotency_key": "a1f3...", "metric": "blood_pressure", "systolic": 128, "diastolic": 82,
+     "unit": "mmHg", "effective_at": "2024-05-01T08:30:00+09:00", "device": "Omron HEM-7155T"}
+
+`metric` is a name from `MEASUREMENT_KINDS` (or give `loinc` instead); `value` for every metric
+but blood pressure, which takes `systolic` and `diastolic`. `effective_at` must carry a UTC offset.
+Each item is validated on its own: the response reports every item, keyed by its idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Final
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
+
+from jaejin.core.i18n import N_
+from jaejin.monitoring.parsers.items import (
+    ImportContext,
+    ImportProblem,
+    ImportProblemCode,
+    Measurement,
+    MeasurementKind,
+    ParsedItem,
+    ReadingPointers,
+    UnreadableInputError,
+    build_item,
+    kind_for,
+    mark_duplicate_keys,
+    refuse,
+)
+
+MAX_BATCH_ITEMS: Final = 1000
+KEY_MAX_LENGTH: Final = 200
+DEVICE_MAX_LENGTH: Final = 200
+UNIT_MAX_LENGTH: Final = 40
+
+_NOT_A_BATCH = N_(
+    "The request body must be a JSON object with a “readings” array, or a JSON array"
+)
+_TOO_MANY_ITEMS = N_("A batch holds at most {limit} readings; this one has {count}")
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _iso_text(value: object) -> object:
+    """Epoch numbers are refused: an ISO 8601 text is the only form that carries the offset."""
+    if not isinstance(value, str):
+        raise ValueError("effective_at must be an ISO 8601 date-time text with a UTC offset")
+    return value
+
+
+class ReadingItemIn(BaseModel):
+    """One reading in a batch, as sent."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=KEY_MAX_LENGTH)]
+    metric: Annotated[str | None, Field(max_length=40)] = None
+    loinc: Annotated[str | None, Field(max_length=20)] = None
+    value: Number | None = None
+    systolic: Number | None = None
+    diastolic: Number | None = None
+    unit: Annotated[str, Field(min_length=1, max_length=UNIT_MAX_LENGTH)]
+    effective_at: Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+    device: Annotated[str | None, Field(max_length=DEVICE_MAX_LENGTH)] = None
+
+
+class ReadingBatchIn(BaseModel):
+    """The batch body, for the API schema; items are validated one by one by `parse_batch`."""
+
+    readings: Annotated[list[ReadingItemIn], Field(max_length=MAX_BATCH_ITEMS)]
+
+
+_TEXT_LIMITS: Mapping[str, int] = {
+    "idempotency_key": KEY_MAX_LENGTH,
+    "metric": 40,
+    "loinc": 20,
+    "unit": UNIT_MAX_LENGTH,
+    "device": DEVICE_MAX_LENGTH,
+}
+
+
+def _problem_from_error(error: ErrorDetails, base: str) -> ImportProblem:
+    location = [str(part) for part in error["loc"]]
+    field = location[0] if location else "-"
+    pointer = f"{base}/{field}" if location else base
+    kind = error["type"]
+    raw = error.get("input")
+    shown = str(raw)[:60]
+    if kind == "missing":
+        return ImportProblem.of(ImportProblemCode.MISSING_FIELD, pointer, field=field)
+    if kind == "extra_forbidden":
+        return ImportProblem.of(ImportProblemCode.UNKNOWN_FIELD, pointer, field=field)
+    if field == "effective_at":
+        code = (
+            ImportProblemCode.NAIVE_TIMESTAMP
+            if kind == "timezone_aware"
+            else ImportProblemCode.INVALID_TIMESTAMP
+        )
+        return ImportProblem.of(code, pointer, value=shown)
+    if field in ("value", "systolic", "diastolic"):
+        return ImportProblem.of(
+            ImportProblemCode.INVALID_NUMBER, pointer, field=field, value=shown
+        )
+    if field in _TEXT_LIMITS:
+        return ImportProblem.of(
+            ImportProblemCode.INVALID_TEXT, pointer, field=field, limit=str(_TEXT_LIMITS[field])
+        )
+    return ImportProblem.of(ImportProblemCode.INVALID_VALUE, pointer, field=field)
+
+
+def _measurements(
+    item: ReadingItemIn, kind: MeasurementKind, base: str
+) -> list[Measurement] | list[ImportProblem]:
+    if kind.is_blood_pressure:
+        problems = [
+            ImportProblem.of(ImportProblemCode.MISSING_FIELD, f"{base}/{name}", field=name)
+            for name, given in (("systolic", item.systolic), ("diastolic", item.diastolic))
+            if given is None
+        ]
+        if item.value is not None:
+            problems.append(
+                ImportProblem.of(ImportProblemCode.UNKNOWN_FIELD, f"{base}/value", field="value")
+            )
+        if problems or item.systolic is None or item.diastolic is None:
+            return problems
+        return [
+            Measurement(metric, value, item.unit, loinc, f"{base}/{name}", f"{base}/unit")
+            for metric, loinc, value, name in zip(
+                kind.metrics, kind.loincs, (item.systolic, item.diastolic),
+                ("systolic", "diastolic"), strict=True,
+            )
+        ]
+    problems = [
+        ImportProblem.of(ImportProblemCode.UNKNOWN_FIELD, f"{base}/{name}", field=name)
+        for name, given in (("systolic", item.systolic), ("diastolic", item.diastolic))
+        if given is not None
+    ]
+    if item.value is None:
+        problems.append(
+            ImportProblem.of(ImportProblemCode.MISSING_FIELD, f"{base}/value", field="value")
+        )
+    if problems or item.value is None:
+        return problems
+    return [
+        Measurement(
+            kind.metrics[0], item.value, item.unit, kind.loincs[0], f"{base}/value",
+            f"{base}/unit",
+        )
+    ]
+
+
+def parse_batch_item(
+    raw: object, index: int, context: ImportContext, base: str | None = None
+) -> ParsedItem:
+    """One item of a batch; `base` is its JSON pointer (default `/readings/<index>`)."""
+    base = base if base is not None else f"/readings/{index}"
+    key = raw.get("idempotency_key") if isinstance(raw, Mapping) else None
+    key = key if isinstance(key, str) and key.strip() else None
+    if not isinstance(raw, Mapping):
+        return refuse(
+            index,
+            ImportProblem.of(ImportProblemCode.MALFORMED_ITEM, base, expected="JSON object"),
+        )
+    try:
+        item = ReadingItemIn.model_validate(raw)
+    except ValidationError as invalid:
+        return refuse(
+            index, *(_problem_from_error(error, base) for error in invalid.errors()), key=key
+        )
+    kind = kind_for(item.metric, item.loinc, f"{base}/metric", f"{base}/loinc")
+    if isinstance(kind, ImportProblem):
+        return refuse(index, kind, key=item.idempotency_key)
+    measured = _measurements(item, kind, base)
+    if not measured or isinstance(measured[0], ImportProblem):
+        problems = [one for one in measured if isinstance(one, ImportProblem)]
+        return refuse(index, *problems, key=item.idempotency_key)
+    measurements = [one for one in measured if isinstance(one, Measurement)]
+    pointers = ReadingPointers(item=base, time=f"{base}/effective_at", code=f"{base}/metric")
+    return build_item(
+        index, measurements, item.effective_at, item.device or None, context, pointers,
+        key=item.idempotency_key,
+    )
+
+
+def parse_batch(body: object, context: ImportContext) -> list[ParsedItem]:
+    """Every item of a batch body, in order; a later item reusing a key is refused."""
+    base = "/readings"
+    items: Sequence[Any]
+    if isinstance(body, Mapping) and isinstance(body.get("readings"), list):
+        items = body["readings"]
+    elif isinstance(body, list):
+        items = body
+        base = ""
+    else:
+        raise UnreadableInputError("NOT_A_BATCH", _NOT_A_BATCH)
+    if len(items) > MAX_BATCH_ITEMS:
+        raise UnreadableInputError(
+            "TOO_MANY_ITEMS", _TOO_MANY_ITEMS, limit=str(MAX_BATCH_ITEMS), count=str(len(items))
+        )
+    parsed = [
+        parse_batch_item(raw, index, context, f"{base}/{index}") for index, raw in enumerate(items)
+    ]
+    return mark_duplicate_keys(parsed, lambda index: f"{base}/{index}/idempotency_key")

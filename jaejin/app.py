@@ -32,7 +32,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "jaejin.accounts.pages",
     "jaejin.directory.api",
     "jaejin.directory.pages",
-    "jaejin.audit_pages",
+    "jaejin.web.audit_pages",
 )
 
 API_PREFIXES = ("/api/", "/oauth2/", "/fhir/")

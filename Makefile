@@ -1,0 +1,66 @@
+# Jaejin: `make demo` runs the product, `make test` runs every test. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export JAEJIN_DATABASE_URL ?= sqlite:///$(CURDIR)/var/jaejin.db
+
+.PHONY: install catalogues demo serve test test-sqlite test-postgres lint system-deps bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed catalogues
+
+catalogues: $(VENV)/.installed
+	$(PY) -m jaejin.core.i18n > /dev/null
+
+## Install, migrate the SQLite database under ./var/, load the demo, serve on http://127.0.0.1:8000
+demo: install
+	mkdir -p var
+	$(BIN)/jaejin demo --serve --port $(PORT)
+
+serve: install
+	$(BIN)/jaejin serve --host $(HOST) --port $(PORT)
+
+## Headless Chromium and CJK fonts for the browser tests (Debian/Ubuntu, as root, when missing).
+system-deps:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	fi
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check jaejin tests benchmarks
+	$(BIN)/mypy jaejin
+
+## The whole suite on SQLite, then again on PostgreSQL when JAEJIN_TEST_POSTGRES_URL is set.
+test: install system-deps lint test-sqlite test-postgres
+
+test-sqlite: install
+	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+test-postgres: install
+	@if [ -n "$$JAEJIN_TEST_POSTGRES_URL" ]; then \
+	  JAEJIN_TEST_DATABASE_URL="$$JAEJIN_TEST_POSTGRES_URL" $(BIN)/pytest -n 2 --dist loadgroup -q; \
+	else \
+	  echo "JAEJIN_TEST_POSTGRES_URL is not set: skipping the PostgreSQL run"; \
+	fi
+
+## Benchmarks print figures and ratios against a baseline measured in the same run.
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

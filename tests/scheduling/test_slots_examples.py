@@ -265,7 +265,9 @@ def test_busy_time_and_its_buffer_remove_overlapping_slots() -> None:
 
     slots = seoul_slots(
         SURGEON, date(2026, 6, 2), date(2026, 6, 2), visit_type=INTERNATIONAL,
-        busy_intervals=[taken, Interval(at(SEOUL, 2026, 6, 2, 11, 15), at(SEOUL, 2026, 6, 2, 11, 16))],
+        busy_intervals=[
+            taken, Interval(at(SEOUL, 2026, 6, 2, 11, 15), at(SEOUL, 2026, 6, 2, 11, 16))
+        ],
     )
 
     assert [slot.start.astimezone(SEOUL).strftime("%H:%M") for slot in slots] == ["09:00", "10:20"]
@@ -287,7 +289,9 @@ def mongolian_interpreter_windows() -> list[Interval]:
     return free_windows(
         interpreter, ULAANBAATAR, VisitMode.VIDEO,
         at(SEOUL, 2026, 6, 2), at(SEOUL, 2026, 6, 3),
-        busy_intervals=[Interval(at(ULAANBAATAR, 2026, 6, 2, 8), at(ULAANBAATAR, 2026, 6, 2, 8, 30))],
+        busy_intervals=[
+            Interval(at(ULAANBAATAR, 2026, 6, 2, 8), at(ULAANBAATAR, 2026, 6, 2, 8, 30))
+        ],
     )
 
 
@@ -326,7 +330,9 @@ def test_without_an_interpreter_needed_no_slot_claims_one() -> None:
         (date(2026, 1, 1), date(2026, 4, 3), ErrorCode.RANGE_TOO_LONG),
     ],
 )
-def test_a_backwards_or_overlong_search_is_refused(first: date, last: date, code: ErrorCode) -> None:
+def test_a_backwards_or_overlong_search_is_refused(
+    first: date, last: date, code: ErrorCode
+) -> None:
     with pytest.raises(SchedulingError) as raised:
         seoul_slots(SURGEON, first, last)
 

@@ -111,7 +111,7 @@ def demo(
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "heads") -> None:
     """Apply schema migrations."""
     from jaejin.core.migrate import upgrade
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 from redis.asyncio import Redis
 
+from jaejin.core.i18n import get_translator
 from jaejin.visits.signalling import (
     Broker,
     InProcessBroker,
@@ -20,7 +26,28 @@ from jaejin.visits.signalling import (
 )
 
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+LOCALES = Path(__file__).resolve().parents[2] / "jaejin" / "visits" / "locales"
 BROKER_KINDS = ("in_process", "redis")
+
+
+def _compile_visit_catalogues() -> None:
+    """Compile this capability's .po files, replacing each .mo atomically (xdist-safe)."""
+    for po_path in sorted(LOCALES.glob("*/LC_MESSAGES/messages.po")):
+        mo_path = po_path.with_suffix(".mo")
+        if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
+            continue
+        with po_path.open("rb") as po_file:
+            catalogue = read_po(po_file)
+        handle, temporary = tempfile.mkstemp(dir=po_path.parent, suffix=".mo.tmp")
+        with os.fdopen(handle, "wb") as mo_file:
+            write_mo(mo_file, catalogue)
+        os.replace(temporary, mo_path)
+    get_translator.cache_clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def visit_catalogues() -> None:
+    _compile_visit_catalogues()
 
 
 @pytest.fixture

@@ -15,15 +15,23 @@ emergency number of the country they are in now (looked up by the caller's funct
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import islice
 from types import MappingProxyType
 
 from jaejin.core.i18n import N_, translate
 from jaejin.monitoring.careplans import CarePlan, PlanTemplate
-from jaejin.monitoring.cgm import CgmTarget, cgm_metrics, is_cgm_reading, missed_targets
+from jaejin.monitoring.cgm import (
+    CGM_GLUCOSE_LOINC_CODES,
+    CgmTarget,
+    cgm_metrics,
+    is_cgm_reading,
+    missed_targets,
+)
 from jaejin.monitoring.readings import GlucoseSource, Metric, Reading, metric_label
 
 
@@ -250,12 +258,16 @@ def _panel_partner(recent_readings: Sequence[Reading], reading: Reading) -> Read
     if reading.panel_id is None:
         return None
     wanted = Metric.DIASTOLIC if reading.metric is Metric.SYSTOLIC else Metric.SYSTOLIC
-    for candidate in reversed(recent_readings[-8:]):
+    # The other half arrives right next to this one; a few readings back is far enough.
+    for candidate in islice(reversed(recent_readings), 8):
         if candidate.metric is wanted and candidate.panel_id == reading.panel_id:
             return candidate
     return None
 
 
+#: Daily weights are taken at about the same hour, not to the minute: "2 kg in 2 days" compares
+#: with the weighing two mornings ago even if it happened a little earlier in the day.
+WEIGHT_TIME_TOLERANCE = timedelta(hours=12)
 #: CGM level 1 hypoglycaemia counts as an event after 15 minutes (three 5-minute readings).
 CGM_EVENT_DURATION = timedelta(minutes=15)
 #: Extended CGM hyperglycaemia: above level 2 for at least 90 of the last 120 minutes.
@@ -361,7 +373,7 @@ def evaluate_on_ingest(
             )
     elif metric is Metric.BODY_WEIGHT:
         if plan.monitors(metric):
-            window = timedelta(days=limits.weight_gain_window_days)
+            window = timedelta(days=limits.weight_gain_window_days) + WEIGHT_TIME_TOLERANCE
             earlier = _recent_of(
                 recent_readings, reading, window, lambda item: item.metric is Metric.BODY_WEIGHT
             )
@@ -536,7 +548,9 @@ def scheduled_window(plan: CarePlan) -> timedelta:
     if plan.monitors(Metric.GLUCOSE):
         spans.append(GLUCOSE_PATTERN_WINDOW)
     if plan.monitors(Metric.BODY_WEIGHT):
-        spans.append(timedelta(days=plan.thresholds.weight_gain_window_days + 1))
+        spans.append(
+            timedelta(days=plan.thresholds.weight_gain_window_days + 1) + WEIGHT_TIME_TOLERANCE
+        )
     return max(spans)
 
 
@@ -584,7 +598,7 @@ def evaluate_scheduled(
         if reading.effective_at <= now:
             by_metric.setdefault(reading.metric, []).append(reading)
     for readings in by_metric.values():
-        readings.sort(key=lambda item: item.effective_at)
+        readings.sort(key=_effective_at)
     if patient_ref is None:
         refs = {item.patient_ref for readings in by_metric.values() for item in readings}
         if len(refs) != 1:
@@ -629,6 +643,10 @@ def _missing_data(
                 )
             )
     return signals
+
+
+def _effective_at(reading: Reading) -> datetime:
+    return reading.effective_at
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -708,7 +726,7 @@ def _scheduled_weight_gain(
     # Older readings were judged by earlier runs (and on ingest); only the last day is new.
     if now - latest.effective_at > timedelta(days=1):
         return []
-    window = timedelta(days=plan.thresholds.weight_gain_window_days)
+    window = timedelta(days=plan.thresholds.weight_gain_window_days) + WEIGHT_TIME_TOLERANCE
     earlier = [
         item for item in weights[:-1] if latest.effective_at - window <= item.effective_at
     ]
@@ -724,12 +742,9 @@ def _glucose_pattern(
 ) -> list[AlertSignal]:
     if not plan.monitors(Metric.GLUCOSE):
         return []
-    since = now - GLUCOSE_PATTERN_WINDOW
-    blood = [
-        item
-        for item in by_metric.get(Metric.GLUCOSE, ())
-        if item.effective_at >= since and item.glucose_source is not GlucoseSource.CGM
-    ]
+    glucose = by_metric.get(Metric.GLUCOSE, ())
+    first = bisect_left(glucose, now - GLUCOSE_PATTERN_WINDOW, key=_effective_at)
+    blood = [item for item in glucose[first:] if item.loinc not in CGM_GLUCOSE_LOINC_CODES]
     if len(blood) < GLUCOSE_PATTERN_MIN_READINGS:
         return []
     threshold = plan.thresholds.glucose_level1_high
@@ -759,7 +774,9 @@ def _cgm_report(
     if monitoring_since is not None and now - monitoring_since < timedelta(days=days):
         # A report needs the whole window: the first days of a sensor are not yet 14 days.
         return []
-    metrics = cgm_metrics(by_metric.get(Metric.GLUCOSE, ()), now, days)
+    glucose = by_metric.get(Metric.GLUCOSE, ())
+    first = bisect_left(glucose, now - timedelta(days=days), key=_effective_at)
+    metrics = cgm_metrics(glucose[first:], now, days)
     if metrics is None:
         return []
     misses = missed_targets(metrics, targets)

@@ -10,15 +10,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from jaejin.monitoring.careplans import CgmTargets
-from jaejin.monitoring.readings import GlucoseSource, Metric, Reading
+from jaejin.monitoring.readings import (
+    GlucoseSource,
+    Metric,
+    Reading,
+    glucose_codes,
+)
 
 #: CGM devices report every 5 minutes; sensor wear is judged against that.
 CGM_INTERVAL = timedelta(minutes=5)
+
+CGM_GLUCOSE_LOINC_CODES: frozenset[str] = glucose_codes(GlucoseSource.CGM)
 
 GMI_INTERCEPT = 3.31
 GMI_SLOPE_PER_MG_DL = 0.02392
@@ -122,7 +129,7 @@ def metrics_from_values(
 
 
 def is_cgm_reading(reading: Reading) -> bool:
-    return reading.metric is Metric.GLUCOSE and reading.glucose_source is GlucoseSource.CGM
+    return reading.metric is Metric.GLUCOSE and reading.loinc in CGM_GLUCOSE_LOINC_CODES
 
 
 def cgm_metrics(
@@ -137,18 +144,21 @@ def cgm_metrics(
     Only glucose readings with a CGM LOINC code count; None when there are none.
     """
     period_start = period_end - timedelta(days=days)
-    start_utc = period_start.astimezone(UTC)
-    end_utc = period_end.astimezone(UTC)
+    # Plain timestamps: comparing aware datetimes of many zones reading by reading costs
+    # more than the whole metric arithmetic.
+    start_ts = period_start.timestamp()
+    end_ts = period_end.timestamp()
     values: list[float] = []
     slots: set[int] = set()
     step = interval.total_seconds()
+    glucose = Metric.GLUCOSE
     for reading in readings:
-        if not is_cgm_reading(reading):
+        if reading.metric is not glucose or reading.loinc not in CGM_GLUCOSE_LOINC_CODES:
             continue
-        moment = reading.effective_at
-        if start_utc <= moment < end_utc:
+        moment = reading.effective_at.timestamp()
+        if start_ts <= moment < end_ts:
             values.append(reading.value)
-            slots.add(int((moment - start_utc).total_seconds() // step))
+            slots.add(int((moment - start_ts) // step))
     return metrics_from_values(
         values, period_start, period_end, slots_with_data=len(slots), interval=interval
     )

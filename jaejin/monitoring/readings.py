@@ -147,6 +147,11 @@ def glucose_source_for_loinc(code: str) -> GlucoseSource | None:
     return _GLUCOSE_SOURCE_BY_LOINC.get(code.strip())
 
 
+def glucose_codes(source: GlucoseSource) -> frozenset[str]:
+    """Every glucose LOINC code of one source (blood or CGM)."""
+    return frozenset(code for code, found in _GLUCOSE_SOURCE_BY_LOINC.items() if found is source)
+
+
 def metric_label(metric: Metric, language: str) -> str:
     return translate(language, METRIC_SPECS[metric].label)
 

@@ -40,7 +40,7 @@ from babel.dates import format_skeleton
 from babel.numbers import format_decimal
 
 from jaejin.core.i18n import RIGHT_TO_LEFT, locale_directory_name, translate
-from jaejin.monitoring.readings import Metric, Reading
+from jaejin.monitoring.readings import Metric, Reading, metric_label
 
 WIDTH = 900
 HEIGHT = 460
@@ -599,7 +599,7 @@ def weight_trend_svg(
     lang: str,
 ) -> str:
     """Body weight (kg) over time with an optional target band, date axis in `zone`."""
-    title = translate(lang, "Body weight")
+    title = metric_label(Metric.BODY_WEIGHT, lang)
     points = _sorted_points(readings, Metric.BODY_WEIGHT)
     if not points:
         return empty_chart_svg(title, lang, "weight")

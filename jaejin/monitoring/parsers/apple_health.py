@@ -264,13 +264,11 @@ class _ExportReader:
     def leftovers(self) -> Iterator[ParsedItem]:
         """Halves that never met their partner: refused, not half-stored."""
         for half in self._pending.values():
-            metric = RECORD_TYPES[half.record_type][0]
-            missing = Metric.DIASTOLIC if metric is Metric.SYSTOLIC else Metric.SYSTOLIC
             yield refuse(
                 self._next_index(),
                 ImportProblem.of(
                     ImportProblemCode.UNPAIRED_BLOOD_PRESSURE,
-                    _pointer(half.record_type, half.start), metric, missing=missing.value,
+                    _pointer(half.record_type, half.start), RECORD_TYPES[half.record_type][0],
                 ),
             )
         self._pending.clear()

@@ -111,7 +111,7 @@ _IMPORT_MESSAGES: Mapping[ImportProblemCode, str] = MappingProxyType(
             "The key “{key}” was already used by item {first} of this batch"
         ),
         ImportProblemCode.UNPAIRED_BLOOD_PRESSURE: N_(
-            "This {metric} reading has no matching {missing} reading at the same time"
+            "{metric} has no reading of the other half of the blood pressure at the same time"
         ),
     }
 )

@@ -593,12 +593,17 @@ def evaluate_scheduled(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    now_ts = now.timestamp()
     by_metric: dict[Metric, list[Reading]] = {}
     for reading in readings_window:
-        if reading.effective_at <= now:
-            by_metric.setdefault(reading.metric, []).append(reading)
+        if reading.effective_ts <= now_ts:
+            found = by_metric.get(reading.metric)
+            if found is None:
+                by_metric[reading.metric] = [reading]
+            else:
+                found.append(reading)
     for readings in by_metric.values():
-        readings.sort(key=_effective_at)
+        readings.sort(key=_effective_ts)
     if patient_ref is None:
         refs = {item.patient_ref for readings in by_metric.values() for item in readings}
         if len(refs) != 1:
@@ -645,8 +650,8 @@ def _missing_data(
     return signals
 
 
-def _effective_at(reading: Reading) -> datetime:
-    return reading.effective_at
+def _effective_ts(reading: Reading) -> float:
+    return reading.effective_ts
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -656,7 +661,9 @@ def _mean(values: Sequence[float]) -> float:
 def _values_between(
     readings: Sequence[Reading], start: datetime, end: datetime
 ) -> list[float]:
-    return [item.value for item in readings if start <= item.effective_at < end]
+    start_ts = start.timestamp()
+    end_ts = end.timestamp()
+    return [item.value for item in readings if start_ts <= item.effective_ts < end_ts]
 
 
 def _blood_pressure_trend(
@@ -743,7 +750,9 @@ def _glucose_pattern(
     if not plan.monitors(Metric.GLUCOSE):
         return []
     glucose = by_metric.get(Metric.GLUCOSE, ())
-    first = bisect_left(glucose, now - GLUCOSE_PATTERN_WINDOW, key=_effective_at)
+    first = bisect_left(
+        glucose, (now - GLUCOSE_PATTERN_WINDOW).timestamp(), key=_effective_ts
+    )
     blood = [item for item in glucose[first:] if item.loinc not in CGM_GLUCOSE_LOINC_CODES]
     if len(blood) < GLUCOSE_PATTERN_MIN_READINGS:
         return []
@@ -775,7 +784,7 @@ def _cgm_report(
         # A report needs the whole window: the first days of a sensor are not yet 14 days.
         return []
     glucose = by_metric.get(Metric.GLUCOSE, ())
-    first = bisect_left(glucose, now - timedelta(days=days), key=_effective_at)
+    first = bisect_left(glucose, (now - timedelta(days=days)).timestamp(), key=_effective_ts)
     metrics = cgm_metrics(glucose[first:], now, days)
     if metrics is None:
         return []

@@ -155,7 +155,7 @@ def cgm_metrics(
     for reading in readings:
         if reading.metric is not glucose or reading.loinc not in CGM_GLUCOSE_LOINC_CODES:
             continue
-        moment = reading.effective_at.timestamp()
+        moment = reading.effective_ts
         if start_ts <= moment < end_ts:
             values.append(reading.value)
             slots.add(int((moment - start_ts) // step))

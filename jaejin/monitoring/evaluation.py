@@ -119,8 +119,8 @@ def evaluate_patient(cohort: Cohort, patient: SimulatedPatient) -> PatientOutcom
     """Run the pipeline and the naive baseline over one simulated patient's readings."""
     plan = patient.plan
     readings = cohort.readings_for(patient)
-    by_effective = sorted(readings, key=lambda item: item.effective_at)
-    effective_ts = [item.effective_at.timestamp() for item in by_effective]
+    by_effective = sorted(readings, key=lambda item: item.effective_ts)
+    effective_ts = [item.effective_ts for item in by_effective]
     longest_delay = max(
         ((item.received_at - item.effective_at).total_seconds() for item in readings),
         default=0.0,
@@ -143,8 +143,8 @@ def evaluate_patient(cohort: Cohort, patient: SimulatedPatient) -> PatientOutcom
         if next_reading is not None and (run_at > final_run or next_reading.received_at <= run_at):
             position += 1
             reading = next_reading
-            horizon = reading.effective_at - RECENT_HISTORY
-            while recent and recent[0].effective_at < horizon:
+            horizon = reading.effective_ts - RECENT_HISTORY.total_seconds()
+            while recent and recent[0].effective_ts < horizon:
                 recent.popleft()
             for signal in evaluate_on_ingest(reading, plan, recent):
                 grouper.add(signal)

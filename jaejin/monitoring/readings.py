@@ -181,12 +181,16 @@ class Reading:
     panel_id: str | None = None
     #: Where a wound photo's image is stored (only for `Metric.WOUND_PHOTO`).
     attachment_ref: str | None = None
+    #: `effective_at` as POSIX seconds, computed once: windows over thousands of CGM readings
+    #: compare plain numbers instead of datetimes of many time zones.
+    effective_ts: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _require_aware("effective_at", self.effective_at)
         _require_aware("received_at", self.received_at)
-        if self.received_at.utcoffset() != timedelta(0) or self.received_at.tzinfo is not UTC:
+        if self.received_at.tzinfo is not UTC:
             object.__setattr__(self, "received_at", self.received_at.astimezone(UTC))
+        object.__setattr__(self, "effective_ts", self.effective_at.timestamp())
 
     @property
     def glucose_source(self) -> GlucoseSource | None:

@@ -97,11 +97,12 @@ def _signed(value: float, digits: int = 0) -> str:
 def _split(
     readings: Sequence[Reading], now: datetime
 ) -> tuple[list[float], list[float]]:
-    recent_start = now - RECENT_WINDOW
-    baseline_start = recent_start - BASELINE_WINDOW
-    recent = [item.value for item in readings if recent_start <= item.effective_at <= now]
+    now_ts = now.timestamp()
+    recent_start = now_ts - RECENT_WINDOW.total_seconds()
+    baseline_start = recent_start - BASELINE_WINDOW.total_seconds()
+    recent = [item.value for item in readings if recent_start <= item.effective_ts <= now_ts]
     before = [
-        item.value for item in readings if baseline_start <= item.effective_at < recent_start
+        item.value for item in readings if baseline_start <= item.effective_ts < recent_start
     ]
     return recent, before
 

@@ -258,9 +258,7 @@ _TEXT_EVENTS = N_("Injected events: {detected} of {total} detected ({sensitivity
 _TEXT_CRITICAL = N_(
     "Critical events: {detected} of {total} detected ({sensitivity}); goal 100 %"
 )
-_TEXT_EVENT_LINE = N_(
-    "  {kind}: {detected} of {total} detected; naive baseline {naive} of {total}"
-)
+_TEXT_EVENT_LINE = N_("{kind}: {detected} of {total} detected; naive baseline {naive} of {total}")
 _TEXT_PIPELINE = N_(
     "Alerts (grouped episodes): {alerts}, {per_week} per patient-week "
     "(critical {critical}, high {high}, moderate {moderate}, info {info})"
@@ -270,8 +268,9 @@ _TEXT_NAIVE = N_(
 )
 _TEXT_REDUCTION = N_("Reduction: {ratio}× fewer alerts than the naive baseline; goal ≥ 5×")
 _TEXT_WOUNDS = N_("Wound photo review items (not counted above): {items}")
-_TEXT_MISSED = N_("  missed: {patient} {kind} at {start}")
+_TEXT_MISSED = N_("missed: {patient} {kind} at {start}")
 _TEXT_NO_VALUE = N_("n/a")
+_INDENT = "  "
 
 
 def _percent(share: float | None, language: str) -> str:
@@ -354,7 +353,8 @@ class EvaluationReport:
         ]
         for kind, tally in self.events.items():
             lines.append(
-                translate(language, _TEXT_EVENT_LINE, kind=kind.value, detected=tally.detected,
+                _INDENT
+                + translate(language, _TEXT_EVENT_LINE, kind=kind.value, detected=tally.detected,
                           total=tally.total, naive=tally.naive_noticed)
             )
         lines.extend(
@@ -375,7 +375,8 @@ class EvaluationReport:
         )
         for missed in self.missed:
             lines.append(
-                translate(language, _TEXT_MISSED, patient=missed.patient_ref,
+                _INDENT
+                + translate(language, _TEXT_MISSED, patient=missed.patient_ref,
                           kind=missed.event.kind.value,
                           start=missed.event.start.isoformat(timespec="minutes"))
             )

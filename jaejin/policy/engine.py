@@ -184,8 +184,8 @@ def _in_person(request: EvaluationRequest, registry: PackRegistry, out: _Outcome
             )
         )
     _documents(request, frozenset(), None, out)
-    country = registry.country_pack_for(request.patient.current_country, out.day)
-    return out.finish(compiled.pack.id if compiled else None, country.id)
+    country = registry.country_pack_on(request.patient.current_country, out.day)
+    return out.finish(compiled.pack.id if compiled else None, country.id if country else None)
 
 
 # -- patient in Korea --------------------------------------------------------------------------
@@ -194,11 +194,12 @@ def _in_person(request: EvaluationRequest, registry: PackRegistry, out: _Outcome
 def _domestic(
     request: EvaluationRequest, registry: PackRegistry, local: datetime, out: _Outcome
 ) -> Decision:
-    country = registry.country_pack_for("KR", out.day)
+    country = registry.country_pack_on("KR", out.day)
+    country_id = country.id if country else None
     compiled = registry.korean_rules_on(out.day)
     if compiled is None:
         _no_policy(request, out, text.NO_POLICY)
-        return out.finish(None, country.id)
+        return out.finish(None, country_id)
     rules = compiled.pack.parameters
     patient = request.patient
     flags, shortage_area = _effective_flags(request, compiled)
@@ -226,7 +227,7 @@ def _domestic(
         days_basis=rules.days_supply_limit_without_in_person,
         recommendation_only=False,
     )
-    if any_prescribable:
+    if any_prescribable and not out.denied:
         delivery = [
             flag for flag in PatientFlag if flag in flags and flag in compiled.delivery_flags
         ]
@@ -253,7 +254,7 @@ def _domestic(
         )
     if rules.consent_required.value and not request.consent_recorded:
         out.condition(Code.CONSENT_REQUIRED, rules.consent_required, out.t(text.CONSENT_REQUIRED))
-    return out.finish(compiled.pack.id, country.id)
+    return out.finish(compiled.pack.id, country_id)
 
 
 def _no_policy(request: EvaluationRequest, out: _Outcome, message: str) -> None:
@@ -375,7 +376,10 @@ def _institution_kind(
         )
     if treatment_window is not None:
         treatments = text.join(
-            [text.history_kind_label(language, kind) for kind in sorted(compiled.treatment_kinds)]
+            [
+                text.history_kind_label(language, kind)
+                for kind in rules.hospital_level_treatment_kinds.value
+            ]
         )
         groups.append(
             out.t(
@@ -856,11 +860,12 @@ def _documents(
 
 def _abroad(request: EvaluationRequest, registry: PackRegistry, out: _Outcome) -> Decision:
     country_code = request.patient.current_country
-    country = registry.country_pack_for(country_code, out.day)
+    found_country = registry.country_pack_on(country_code, out.day)
     compiled = registry.overseas_rules_on(out.day)
-    if compiled is None:
+    if compiled is None or found_country is None:
         _no_policy(request, out, text.NO_OVERSEAS_POLICY)
-        return out.finish(None, country.id)
+        return out.finish(None, found_country.id if found_country else None)
+    country = found_country
     rules = compiled.pack.parameters
     country_text = text.country_name(out.language, country_code)
     tri_party_possible = (

@@ -489,8 +489,15 @@ class PackRegistry:
     def country_pack_for(self, country_code: str, on: date | None = None) -> CountryPack:
         """The pack for a country: its own, else the EU group pack, else the fallback.
 
-        `on` is a Korean calendar day; None means the latest version of each pack.
+        `on` is a Korean calendar day; None means the latest version of each pack. Raises
+        LookupError when no country pack is in force that day.
         """
+        found = self.country_pack_on(country_code, on)
+        if found is None:
+            raise LookupError(f"no country pack covers {country_code} on {on}")
+        return found
+
+    def country_pack_on(self, country_code: str, on: date | None) -> CountryPack | None:
         code = country_code.upper()
         candidates = [
             pack for pack in self._countries if code in pack.countries and _active(pack, on)
@@ -498,7 +505,7 @@ class PackRegistry:
         if not candidates:
             candidates = [pack for pack in self._countries if pack.fallback and _active(pack, on)]
         if not candidates:
-            raise LookupError(f"no country pack covers {code} on {on}")
+            return None
         return max(candidates, key=lambda pack: pack.in_force.starts)
 
     def describe(self) -> list[dict[str, Any]]:

@@ -277,7 +277,8 @@ def validate_reading(
             )
         )
     limits = spec.physiological_limits
-    if limits is not None and not (
+    # A value in a foreign unit cannot be judged against limits in the canonical one.
+    if reading.unit == spec.unit and limits is not None and not (
         math.isfinite(reading.value) and limits[0] <= reading.value <= limits[1]
     ):
         problems.append(

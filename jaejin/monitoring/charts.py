@@ -4,6 +4,9 @@ Pure functions from data to SVG markup (a `str`), no JavaScript, so a chart is t
 an e-mail, a PDF and a screenshot. Markup is assembled by hand and every piece of text goes through
 `xml.sax.saxutils`, so names and labels can never break out of the document.
 
+Charts keep a left-to-right layout in every language (time runs left to right on clinical charts
+as on the AGP report); right-to-left labels are still shaped correctly by the text engine.
+
 Accessibility: each chart has `role="img"`, an `aria-label`, and `<title>`/`<desc>` in the
 requested language; the description states the figures a sighted reader takes from the picture.
 Colour is never the only channel: series differ by marker shape and dash, and every band and bar
@@ -39,7 +42,7 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_skeleton
 from babel.numbers import format_decimal
 
-from jaejin.core.i18n import RIGHT_TO_LEFT, locale_directory_name, translate
+from jaejin.core.i18n import locale_directory_name, translate
 from jaejin.monitoring.readings import Metric, Reading, metric_label
 
 WIDTH = 900
@@ -199,7 +202,6 @@ def _document(kind: str, title: str, description: str, body: Sequence[str], lang
     ).hexdigest()[:10]
     title_id = f"{kind}-title-{digest}"
     desc_id = f"{kind}-desc-{digest}"
-    direction = "rtl" if lang in RIGHT_TO_LEFT else "ltr"
     root = _attributes(
         {
             "xmlns": "http://www.w3.org/2000/svg",
@@ -210,7 +212,6 @@ def _document(kind: str, title: str, description: str, body: Sequence[str], lang
             "aria-label": title,
             "aria-describedby": desc_id,
             "lang": lang,
-            "direction": direction,
             "font-family": FONT_FAMILY,
             "class": f"jaejin-chart jaejin-chart-{kind}",
         }
@@ -468,11 +469,12 @@ def _trend_plot(series: Sequence[_Series], y_min: float, y_max: float) -> _Plot:
 
 
 def _horizontal_band(
-    plot: _Plot, band: ValueBand, label: str, css_class: str
+    plot: _Plot, band: ValueBand, label: str, css_class: str, edges: Sequence[float] = ()
 ) -> list[str]:
+    """A shaded target band; `edges` get a thin line so adjacent bands stay distinguishable."""
     top = plot.y(band.high)
     bottom = plot.y(band.low)
-    return [
+    markup = [
         _element(
             "rect", x=plot.left, y=top, width=plot.right - plot.left, height=bottom - top,
             fill=TARGET_BAND_COLOUR, class_=css_class, data_low=_number(band.low),
@@ -483,6 +485,15 @@ def _horizontal_band(
             fill=TARGET_LINE_COLOUR, class_=f"{css_class}-label",
         ),
     ]
+    for value in edges:
+        y = plot.y(value)
+        markup.append(
+            _element(
+                "line", x1=plot.left, y1=y, x2=plot.right, y2=y, stroke=TARGET_LINE_COLOUR,
+                stroke_width=1.5, class_=f"{css_class}-edge", data_value=_number(value),
+            )
+        )
+    return markup
 
 
 def _reference_line(
@@ -550,14 +561,14 @@ def blood_pressure_trend_svg(
     body += _horizontal_band(
         plot, ValueBand(BLOOD_PRESSURE_FLOOR_SYSTOLIC, target.systolic_below),
         translate(lang, "Systolic goal <{value}", value=format_value(target.systolic_below, lang)),
-        "target-band-systolic",
+        "target-band-systolic", edges=(target.systolic_below,),
     )
     body += _horizontal_band(
         plot, ValueBand(BLOOD_PRESSURE_FLOOR_DIASTOLIC, target.diastolic_below),
         translate(
             lang, "Diastolic goal <{value}", value=format_value(target.diastolic_below, lang)
         ),
-        "target-band-diastolic",
+        "target-band-diastolic", edges=(target.diastolic_below,),
     )
     body += _value_axis(plot, _value_ticks(y_min, y_max), lang)
     start, end = _time_extent(series)
@@ -625,7 +636,7 @@ def weight_trend_svg(
                 lang, "Goal {low}-{high} kg", low=format_value(target.low, lang, 1),
                 high=format_value(target.high, lang, 1),
             ),
-            "target-band-weight",
+            "target-band-weight", edges=(target.low, target.high),
         )
     body += _value_axis(plot, _value_ticks(y_min, y_max), lang, decimals=1)
     start, end = _time_extent(series)

@@ -132,6 +132,14 @@ def test_it_refuses_a_quantity_in_another_coding_system():
     assert codes(item) == ["UNKNOWN_UNIT"]
 
 
+def test_it_refuses_a_value_that_is_only_a_bound():
+    resource = single_observation("2339-0", 40, "mg/dL")
+    resource["valueQuantity"]["comparator"] = "<"
+    item = parse_observation(resource, context())
+    assert codes(item) == ["INVALID_VALUE"]
+    assert item.problems[0].pointer == "Observation.valueQuantity.comparator"
+
+
 def test_it_refuses_a_naive_effective_time():
     resource = blood_pressure_observation(effectiveDateTime="2024-05-01T08:30:00")
     item = parse_observation(resource, context())

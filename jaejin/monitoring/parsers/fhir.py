@@ -188,6 +188,12 @@ def _quantity(
             ImportProblemCode.INVALID_NUMBER, f"{path}.valueQuantity.value",
             field="valueQuantity.value", value=str(value),
         )
+    if quantity.get("comparator") is not None:
+        # "<40" from a meter showing LO is not a value to chart or alert on.
+        return ImportProblem.of(
+            ImportProblemCode.INVALID_VALUE, f"{path}.valueQuantity.comparator",
+            field="valueQuantity.comparator",
+        )
     system = quantity.get("system")
     unit = quantity.get("code") if system is not None else None
     unit_pointer = f"{path}.valueQuantity.code"

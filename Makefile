@@ -64,3 +64,11 @@ bench: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## Extract every capability's messages to locales/messages.pot, then merge them into its ko/en
+## catalogues (platform catalogues are merged; hand-kept ones only get missing msgids appended).
+.PHONY: catalogues-extract
+catalogues-extract: $(VENV)/.installed
+	$(PY) scripts/i18n.py extract
+	$(PY) scripts/i18n.py update
+	$(PY) scripts/i18n.py check || true

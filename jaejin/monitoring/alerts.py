@@ -238,17 +238,19 @@ def _recent_of(
     lookback: timedelta,
     predicate: Callable[[Reading], bool],
 ) -> list[Reading]:
-    """Readings matching `predicate` taken within `lookback` before `reading`, oldest first.
+    """Readings matching `predicate` taken in the `lookback` before `reading` (the start
+    excluded), oldest first.
 
     `recent_readings` is chronological, so the walk stops at the first older reading.
     """
-    since = reading.effective_at - lookback
+    since = reading.effective_ts - lookback.total_seconds()
+    until = reading.effective_ts
     found: list[Reading] = []
     for candidate in reversed(recent_readings):
-        moment = candidate.effective_at
-        if moment < since:
+        moment = candidate.effective_ts
+        if moment <= since:
             break
-        if candidate is not reading and moment <= reading.effective_at and predicate(candidate):
+        if candidate is not reading and moment <= until and predicate(candidate):
             found.append(candidate)
     found.reverse()
     return found
@@ -404,13 +406,15 @@ def _blood_pressure_signals(
     systolic_crisis = systolic is not None and systolic.value >= limits.bp_crisis_systolic
     diastolic_crisis = diastolic is not None and diastolic.value >= limits.bp_crisis_diastolic
     signals: list[AlertSignal] = []
-    own_crisis = systolic_crisis if reading.metric is Metric.SYSTOLIC else diastolic_crisis
-    # Both halves of a panel may cross; the half that arrives second reports the pair only if
-    # the first did not already raise the crisis.
-    partner_already_raised = partner is not None and (
-        (reading.metric is Metric.SYSTOLIC and diastolic_crisis)
-        or (reading.metric is Metric.DIASTOLIC and systolic_crisis)
-    )
+    # The systolic half speaks for the panel; the diastolic half only when the systolic one
+    # is unknown or not in crisis. Whatever order the halves arrive in, and whether or not
+    # each sees the other, at least one of them raises the crisis.
+    if reading.metric is Metric.SYSTOLIC:
+        own_crisis = systolic_crisis
+        partner_already_raised = False
+    else:
+        own_crisis = diastolic_crisis
+        partner_already_raised = systolic_crisis
     if own_crisis and not partner_already_raised:
         if systolic is not None and diastolic is not None:
             shown = f"{_whole(systolic.value)}/{_whole(diastolic.value)}"

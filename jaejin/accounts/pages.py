@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Annotated
-from urllib.parse import urlparse
+from urllib.parse import quote, urlencode, urlparse
 from zoneinfo import available_timezones
 
 import segno
@@ -44,11 +44,23 @@ navigation.register("/", N_("Home"), N_("Your start page."), set(Role), order=0)
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site paths: an open redirect would make a convincing phishing link."""
-    if not target or not target.startswith("/") or target.startswith("//"):
+    """Only same-site paths: an open redirect would make a convincing phishing link.
+
+    Browsers read a backslash as a slash and drop tabs and newlines, so `/\\evil.example` or
+    `/<TAB>/evil.example` would become `//evil.example`: such targets are refused outright.
+    """
+    if (not target or not target.startswith("/") or target.startswith("//")
+            or "\\" in target or any(ord(character) < 0x20 or ord(character) == 0x7F
+                                     for character in target)):
         return "/"
     parsed = urlparse(target)
+    if parsed.scheme or parsed.netloc or not parsed.path.startswith("/"):
+        return "/"
     return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+
+
+def _with_next(path: str, target: str) -> str:
+    return f"{path}?{urlencode({'next': _safe_next(target)}, safe='/', quote_via=quote)}"
 
 
 def _anonymous_actor(request: Request) -> AuditActor:
@@ -75,6 +87,16 @@ def _login_csrf_value(request: Request) -> str:
     value = request.cookies.get(LOGIN_CSRF_COOKIE) or new_token(24)
     request.state.login_csrf = value
     return value
+
+
+def _page_with_problem(request: Request, template: str, principal: Principal | None,
+                       problem: Problem, **context: object) -> Response:
+    """The form again, with the problem as its error message, status and headers."""
+    page = render(request, template, principal, status_code=problem.status,
+                  error=translate(request_language(request), problem.message, **problem.params),
+                  **context)
+    page.headers.update(problem.headers or {})
+    return page
 
 
 def _set_session_cookie(response: Response, token: str, settings: AppSettings) -> None:
@@ -110,10 +132,9 @@ def login(
         user = service.authenticate(db, settings, email, password, _anonymous_actor(request))
     except Problem as problem:
         request.state.login_csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-        return render(request, "accounts/login.html", csrf_token=request.state.login_csrf,
-                      next=_safe_next(next), email=email, status_code=problem.status,
-                      error=translate(request_language(request), problem.message,
-                                      **problem.params))
+        return _page_with_problem(request, "accounts/login.html", None, problem,
+                                  csrf_token=request.state.login_csrf, next=_safe_next(next),
+                                  email=email)
     token, _session = start_web_session(db, user, request, settings,
                                         two_factor_passed=not user.needs_two_factor)
     record(db, AuditActor("user", str(user.id), user.display_name, client_address(request),
@@ -121,8 +142,8 @@ def login(
            AuditEvent("login", "account", str(user.id), purpose="security"))
     db.commit()
     if user.needs_two_factor:
-        target = "/login/two-factor" if user.totp_enabled else "/account/two-factor/setup"
-        target += f"?next={_safe_next(next)}"
+        target = _with_next(
+            "/login/two-factor" if user.totp_enabled else "/account/two-factor/setup", next)
     else:
         target = _safe_next(next)
     response = RedirectResponse(target, status_code=303)
@@ -144,12 +165,17 @@ def two_factor_form(request: Request, db: DbSession, next: str = "/") -> Respons
     principal = _pending_principal(request, db)
     if principal.two_factor_passed:
         return RedirectResponse(_safe_next(next), status_code=303)
+    user = db.get(User, principal.subject_id)
+    if user is not None and not user.totp_enabled:
+        # No authenticator yet: asking for its code would leave the user stuck here.
+        return RedirectResponse(_with_next("/account/two-factor/setup", next), status_code=303)
     return render(request, "accounts/two_factor.html", principal, next=_safe_next(next))
 
 
 @router.post("/login/two-factor")
 def two_factor(
-    request: Request, db: DbSession, code: Annotated[str, Form(max_length=12)],
+    request: Request, db: DbSession, settings: AppSettings,
+    code: Annotated[str, Form(max_length=12)],
     csrf_token: Annotated[str, Form()], next: Annotated[str, Form()] = "/",
 ) -> Response:
     principal = _pending_principal(request, db)
@@ -158,7 +184,16 @@ def two_factor(
                       N_("This form has expired or did not come from Jaejin. Reload and retry."))
     user = db.get(User, principal.subject_id)
     assert user is not None
-    if not service.check_second_factor(db, user, code, utcnow()):
+    try:
+        passed = service.check_second_factor(db, settings, user, code, utcnow())
+    except Problem as throttled:
+        record(db, principal.audit_actor,
+               AuditEvent("two_factor", "account", str(user.id), outcome="throttled",
+                          purpose="security"))
+        db.commit()
+        return _page_with_problem(request, "accounts/two_factor.html", principal, throttled,
+                                  next=_safe_next(next))
+    if not passed:
         record(db, principal.audit_actor,
                AuditEvent("two_factor", "account", str(user.id), outcome="failure",
                           purpose="security"))
@@ -195,7 +230,8 @@ def two_factor_setup_form(request: Request, db: DbSession, next: str = "/") -> R
 
 @router.post("/account/two-factor/setup")
 def two_factor_setup(
-    request: Request, db: DbSession, code: Annotated[str, Form(max_length=12)],
+    request: Request, db: DbSession, settings: AppSettings,
+    code: Annotated[str, Form(max_length=12)],
     csrf_token: Annotated[str, Form()], next: Annotated[str, Form()] = "/",
 ) -> Response:
     principal = _pending_principal(request, db)
@@ -207,12 +243,19 @@ def two_factor_setup(
     if user.totp_enabled and not principal.two_factor_passed:
         raise Problem(403, "TWO_FACTOR_REQUIRED",
                       N_("Finish signing in with your two-factor code."))
-    if not service.check_second_factor(db, user, code, utcnow()):
+    uri = totp_provisioning_uri(user.totp_secret or "", user.email)
+    qr_svg = segno.make(uri, error="m").svg_inline(scale=4, title="QR")
+    try:
+        passed = service.check_second_factor(db, settings, user, code, utcnow())
+    except Problem as throttled:
+        return _page_with_problem(request, "accounts/two_factor_setup.html", principal,
+                                  throttled, secret=user.totp_secret, qr_svg=qr_svg,
+                                  next=_safe_next(next))
+    if not passed:
         db.commit()
-        uri = totp_provisioning_uri(user.totp_secret or "", user.email)
         return render(request, "accounts/two_factor_setup.html", principal,
                       secret=user.totp_secret, next=_safe_next(next), status_code=422,
-                      qr_svg=segno.make(uri, error="m").svg_inline(scale=4, title="QR"),
+                      qr_svg=qr_svg,
                       error=translate(request_language(request),
                                       N_("That code is not right. Check your phone's clock.")))
     user.totp_enabled = True

@@ -55,10 +55,7 @@ def authenticate(db: Session, settings: Settings, email: str, password: str,
         record(db, actor, AuditEvent("login", "account", normalised, outcome="throttled",
                                      purpose="security"))
         db.commit()
-        raise Problem(429, "LOGIN_THROTTLED",
-                      N_("Too many failed attempts. Try again in {minutes} minutes."),
-                      params={"minutes": settings.login_lockout_minutes},
-                      headers={"Retry-After": str(settings.login_lockout_minutes * 60)})
+        raise _throttled(settings)
     user = db.execute(select(User).where(User.email == normalised)).scalar_one_or_none()
     password_ok = verify_password(user.password_hash if user else None, password)
     if user is None or not password_ok or not user.active:
@@ -73,13 +70,29 @@ def authenticate(db: Session, settings: Settings, email: str, password: str,
     return user
 
 
-def check_second_factor(db: Session, user: User, code: str, now: datetime) -> bool:
-    if not user.totp_secret:
-        return False
-    step = verify_totp(user.totp_secret, code, now, user.totp_last_used_step)
+def _throttled(settings: Settings) -> Problem:
+    return Problem(429, "LOGIN_THROTTLED",
+                   N_("Too many failed attempts. Try again in {minutes} minutes."),
+                   params={"minutes": settings.login_lockout_minutes},
+                   headers={"Retry-After": str(settings.login_lockout_minutes * 60)})
+
+
+def check_second_factor(db: Session, settings: Settings, user: User, code: str,
+                        now: datetime) -> bool:
+    """Whether `code` is the user's next one-time code. Wrong codes are counted like wrong
+    passwords: six digits fall to guessing without a limit, so after too many the account's
+    second factor is locked (LOGIN_THROTTLED) for the lockout window, even for the right code."""
+    key = f"two_factor:{user.id}"
+    window_start = now - timedelta(minutes=settings.login_lockout_minutes)
+    if _recent_failures(db, key, window_start) >= settings.login_failures_before_lockout:
+        raise _throttled(settings)
+    step = (verify_totp(user.totp_secret, code, now, user.totp_last_used_step)
+            if user.totp_secret else None)
     if step is None:
+        db.add(LoginFailure(throttle_key=key, failed_at=now))
         return False
     user.totp_last_used_step = step
+    db.execute(delete(LoginFailure).where(LoginFailure.throttle_key == key))
     return True
 
 

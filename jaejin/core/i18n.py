@@ -110,14 +110,14 @@ def get_translator(language: str) -> _gettext.NullTranslations:
     return head
 
 
-def translate(language: str, message: str, **params: object) -> str:
+def translate(language: str, message: str, /, **params: object) -> str:
     """Translate `message` into `language`, then fill `{named}` parameters."""
     text = get_translator(language).gettext(message)
     return text.format(**params) if params else text
 
 
 def translate_plural(
-    language: str, singular: str, plural: str, count: int, **params: object
+    language: str, singular: str, plural: str, count: int, /, **params: object
 ) -> str:
     text = get_translator(language).ngettext(singular, plural, count)
     return text.format(count=count, **params)

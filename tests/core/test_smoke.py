@@ -1,5 +1,5 @@
-from tests.support import sign_in
 from jaejin.core.accounts import Role
+from tests.support import sign_in
 
 
 def test_a_coordinator_signs_in_and_sees_their_home(client, actors):

@@ -12,7 +12,8 @@ from jaejin.accounts.service import issue_invitation
 from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditEvent
 from jaejin.core.authn import AppSettings, DbSession, Principal, audit, requires
-from jaejin.core.i18n import N_
+from jaejin.core.errors import Problem
+from jaejin.core.i18n import N_, normalise_language
 from jaejin.directory.api import load_patient
 from jaejin.directory.store import Consent, Encounter, Institution, Patient
 from jaejin.web import navigation
@@ -72,8 +73,15 @@ def patient_invitation(request: Request, patient_id: int, settings: AppSettings,
                        db: DbSession,
                        language: Annotated[str | None, Form(max_length=16)] = None) -> Response:
     patient = load_patient(db, principal, patient_id, STAFF)
-    issued = issue_invitation(db, settings, patient, language or patient.preferred_language,
-                              principal.audit_actor, principal.user_id)
+    if patient.user_id is not None:
+        raise Problem(409, "ALREADY_REGISTERED",
+                      N_("This patient already has an account. Sign in instead."))
+    chosen = normalise_language(language) if language else patient.preferred_language
+    if chosen is None:
+        raise Problem(422, "UNKNOWN_LANGUAGE", N_("Unknown language: {language}."),
+                      params={"language": language})
+    issued = issue_invitation(db, settings, patient, chosen, principal.audit_actor,
+                              principal.user_id)
     db.commit()
     institution = db.get(Institution, patient.institution_id)
     return render(request, "directory/invitation_issued.html", principal, patient=patient,

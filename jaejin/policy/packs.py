@@ -387,6 +387,8 @@ def _pack_error(file: str, raw: dict[str, Any], error: ValidationError) -> PackE
     # A discriminated union puts the pack kind first in the location; the file has no such level.
     if location and location[0] == raw.get("kind"):
         location = location[1:]
+    if first["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+        location = ["kind"]
     more = (
         f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         if len(errors) > 1

@@ -67,7 +67,13 @@ def build(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         for key in parents:
             target = target.setdefault(key, {})
         target[last] = copy.deepcopy(value)
-    visit_day = datetime.fromisoformat(data["at"]).astimezone(KST).date()
+    try:
+        moment = datetime.fromisoformat(data["at"])
+    except ValueError:
+        moment = datetime.fromisoformat(BASE["at"])  # the request tests an unparseable `at`
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=KST)  # the request tests a naive `at`
+    visit_day = moment.astimezone(KST).date()
     if age is not None:
         data["patient"]["birth_date"] = years_before(visit_day, age).isoformat()
     for entry in data["history"]:

@@ -48,7 +48,7 @@ def at(moment: str, **overrides: Any) -> dict[str, Any]:
 
 S = Scenario
 SCENARIOS: list[Scenario] = [
-    # -- change-over days: decided by the Korean calendar day, whatever the offset ------------
+    # -- change-over days: decided by the Korean calendar day, whatever the offset ----------------
     S("before the first pilot day no pack applies (23:59 KST on 2023-05-31)",
       at("2023-05-31T23:59:59+09:00"), "denied", None, ("NO_POLICY_IN_FORCE",),
       alternatives=("IN_PERSON_VISIT",)),
@@ -92,7 +92,7 @@ SCENARIOS: list[Scenario] = [
       at("2026-12-23T15:30:00Z", **FIRST, **{"institution.region": "KR-26"}),
       "denied", "kr-msa-2026", ("FIRST_VISIT_OUTSIDE_REGION",),
       alternatives=("REGIONAL_TELEMEDICINE", "IN_PERSON_VISIT")),
-    # -- kr-pilot-2023-06: follow-up ------------------------------------------------------------
+    # -- kr-pilot-2023-06: follow-up --------------------------------------------------------------
     S("2023-06: same condition seen in person 30 days ago is a follow-up",
       at(P2306, history=[seen(30)]), "allowed", "kr-pilot-2023-06", ("FOLLOW_UP_OK",)),
     S("2023-06: 31 days is past the window for a non-chronic condition",
@@ -119,7 +119,7 @@ SCENARIOS: list[Scenario] = [
     S("2023-06: a history entry without a diagnosis cannot prove the same disease",
       at(P2306, history=[seen(3, None)]), "denied", "kr-pilot-2023-06",
       ("FIRST_VISIT_NOT_ALLOWED",)),
-    # -- kr-pilot-2023-06: first-visit exceptions ---------------------------------------------
+    # -- kr-pilot-2023-06: first-visit exceptions -------------------------------------------------
     S("2023-06: island or remote resident may have a first visit",
       at(P2306, **FIRST, **{"patient.flags": ["island_remote"]}), "allowed",
       "kr-pilot-2023-06", ("FIRST_VISIT_EXCEPTION",)),
@@ -143,7 +143,7 @@ SCENARIOS: list[Scenario] = [
     S("2023-06: rare disease alone is not a first-visit exception at a clinic",
       at(P2306, **FIRST, **{"patient.flags": ["rare_disease"]}), "denied",
       "kr-pilot-2023-06", ("FIRST_VISIT_NOT_ALLOWED",)),
-    # -- night, holidays and children (2023-06: children only, consultation only) -------------
+    # -- night, holidays and children (2023-06: children only, consultation only) -----------------
     S("2023-06 Memorial Day (Tue 6 June): a child's first visit is consultation only",
       at("2023-06-06T10:00:00+09:00", **FIRST, age=8,
          prescriptions=[drug("amoxicillin", atc="J01CA04")]),
@@ -169,7 +169,7 @@ SCENARIOS: list[Scenario] = [
       at("2023-09-13T21:00:00+09:00", **FIRST, age=9, **{"patient.flags": ["island_remote"]},
          prescriptions=[drug("amoxicillin")]),
       "allowed", "kr-pilot-2023-06", items=("PRESCRIPTION_OK",)),
-    # -- 2023-06 institution kinds, share cap, insurance, identity -----------------------------
+    # -- 2023-06 institution kinds, share cap, insurance, identity --------------------------------
     S("2023-06: a general hospital cannot see an ordinary follow-up patient",
       at(P2306, **{"institution.kind": "general_hospital"}), "denied", "kr-pilot-2023-06",
       ("INSTITUTION_KIND_NOT_ALLOWED",), alternatives=("CLINIC_TELEMEDICINE", "IN_PERSON_VISIT")),
@@ -211,7 +211,7 @@ SCENARIOS: list[Scenario] = [
     S("2023-06: voice-only is allowed for a skin condition (no video rule in the pilot)",
       at(P2306, history=[seen(5, "L20")], **{"visit.condition": "L20", "visit.mode": "phone"}),
       "allowed", "kr-pilot-2023-06", absent=("VIDEO_REQUIRED",)),
-    # -- 2023-06 prescriptions -------------------------------------------------------------------
+    # -- 2023-06 prescriptions --------------------------------------------------------------------
     S("2023-06: emergency contraception is not yet banned",
       at(P2306, prescriptions=[drug("levonorgestrel", 1, atc="G03AD01")]), "allowed",
       "kr-pilot-2023-06", items=("PRESCRIPTION_OK",)),
@@ -231,7 +231,8 @@ SCENARIOS: list[Scenario] = [
       "kr-pilot-2023-06", items=("PRESCRIPTION_OK",)),
     S("2023-06: a testosterone ester found by its ATC code",
       at(P2306, prescriptions=[drug("testosterone enanthate", atc="G03BA03")]), "conditional",
-      "kr-pilot-2023-06", items=("PRESCRIPTION_PROHIBITED",), conditions=("PRESCRIPTION_PROHIBITED",)),
+      "kr-pilot-2023-06", items=("PRESCRIPTION_PROHIBITED",),
+      conditions=("PRESCRIPTION_PROHIBITED",)),
     S("2023-06: Korean ingredient name 졸피뎀 is matched",
       at(P2306, prescriptions=[drug("졸피뎀")]), "conditional", "kr-pilot-2023-06",
       items=("PRESCRIPTION_PROHIBITED",), conditions=("PRESCRIPTION_PROHIBITED",)),
@@ -367,7 +368,7 @@ SCENARIOS: list[Scenario] = [
     S("2025-10: obesity drugs stay banned",
       at(P2510, prescriptions=[drug("orlistat")]), "conditional", "kr-pilot-2025-10",
       conditions=("PRESCRIPTION_PROHIBITED",)),
-    # -- kr-msa-2026 (statutory) --------------------------------------------------------------------
+    # -- kr-msa-2026 (statutory) ------------------------------------------------------------------
     S("Act: the issue's example request (hypertension follow-up, amlodipine)",
       {"example": True}, "allowed", "kr-msa-2026", ("FOLLOW_UP_OK", "DRUG_DELIVERY_ALLOWED"),
       items=("PRESCRIPTION_OK",)),
@@ -454,7 +455,7 @@ SCENARIOS: list[Scenario] = [
       at(MSA, **FIRST, consent_recorded=False, **{"patient.residence_region": "KR-41"}),
       "denied", "kr-msa-2026", ("FIRST_VISIT_OUTSIDE_REGION",),
       conditions=("CONSENT_REQUIRED",)),
-    # -- patients abroad ------------------------------------------------------------------------------
+    # -- patients abroad --------------------------------------------------------------------------
     S("abroad in Japan, direct visit requested: tri-party consultation required",
       at(MSA, **{"patient.current_country": "JP"}), "conditional", "kr-overseas-2016",
       ("CROSS_BORDER_DIRECT_NOT_ALLOWED",), ("CROSS_BORDER_TRI_PARTY_REQUIRED",),
@@ -501,7 +502,7 @@ SCENARIOS: list[Scenario] = [
       at("2022-03-02T10:00:00+09:00", **{"patient.current_country": "KZ",
                                          "visit.tri_party": True}),
       "allowed", "kr-overseas-2016", country_pack="country-kz"),
-    # -- in person: never restricted by this engine -----------------------------------------------------
+    # -- in person: never restricted by this engine -----------------------------------------------
     S("in person before any pack: not restricted",
       at("2022-01-05T10:00:00+09:00", **FIRST, **{"visit.mode": "in_person"}), "allowed", None,
       ("IN_PERSON_NOT_RESTRICTED",)),

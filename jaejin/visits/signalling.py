@@ -431,7 +431,11 @@ class InProcessBroker(Broker):
 
     async def presence(self, visit_id: str) -> list[PresenceEntry]:
         seats = self._seats.get(visit_id, {})
-        return [entry for entry, seen in seats.values() if self._fresh(seen)]
+        fresh = [entry for entry, seen in seats.values() if self._fresh(seen)]
+        if seats and not fresh:
+            # Nobody is left to tell; forget the room, as Redis expires an unrefreshed hash.
+            del self._seats[visit_id]
+        return fresh
 
     async def sweep(self, visit_id: str) -> list[PresenceEntry]:
         seats = self._seats.get(visit_id, {})
@@ -788,7 +792,10 @@ class SignallingHub:
         await self._publish(visit_id, self._envelope(event, sender_id, None, echo=True))
 
     async def close(self) -> None:
-        """Close every connection this hub serves (server shutdown)."""
+        """Close every connection this hub serves (server shutdown).
+
+        Seats are kept until they expire, so participants reconnecting to another worker
+        rejoin their call instead of leaving it."""
         self._closed = True
         for room in list(self._rooms.values()):
             for connection in list(room.connections.values()):
@@ -992,6 +999,7 @@ class SignallingHub:
         )
 
     async def _leave(self, connection: Connection) -> None:
+        """The participant left on purpose: free the seat and tell the room now."""
         entry = connection.entry
         if entry is None:
             return
@@ -1007,6 +1015,25 @@ class SignallingHub:
             )
             if released:
                 await self._announce(room, entry, "left", None)
+            await self._forget_room_if_empty(room)
+
+    async def _disconnect(self, connection: Connection) -> None:
+        """The socket went away without a goodbye (network drop, worker shutdown).
+
+        The seat is kept until its heartbeat expires, so a participant reconnecting within
+        `presence_ttl` is a rejoin (the others restart ICE on their existing peer connections)
+        rather than a departure; if nobody comes back, the sweep announces the departure.
+        """
+        entry = connection.entry
+        if entry is None:
+            return
+        connection.entry = None
+        room = self._rooms.get(connection.visit_id)
+        if room is None:
+            return
+        async with room.lock:
+            if room.connections.get(connection.participant_id) is connection:
+                del room.connections[connection.participant_id]
             await self._forget_room_if_empty(room)
 
     async def _forget_room_if_empty(self, room: _Room) -> None:
@@ -1175,8 +1202,11 @@ class Connection:
         return self._closed.is_set()
 
     async def wait_closed(self) -> None:
-        """Returns once the hub or the route closed this connection (e.g. it was replaced)."""
+        """Returns once this connection is closed (e.g. replaced by a newer one) and its last
+        events, such as the error saying why, have been handed to `send`."""
         await self._closed.wait()
+        # asyncio.wait neither raises the writer's outcome nor cancels it if we are cancelled.
+        await asyncio.wait({self._writer})
 
     async def receive(self, raw: str | bytes) -> None:
         """Handle one frame from the browser. Bad input is answered with an `error` event."""
@@ -1228,12 +1258,13 @@ class Connection:
             self.pending_offers.clear()
 
     async def close(self) -> None:
-        """The socket is gone: leave the room (if still this participant's seat) and stop."""
+        """The socket is gone. The seat is held for `presence_ttl` in case the participant
+        reconnects; an explicit `leave` message is what frees it at once."""
         if self.closed:
             return
         self._closed.set()
         try:
-            await self.hub._leave(self)
+            await self.hub._disconnect(self)
         finally:
             self._stop_writer()
 
@@ -1315,7 +1346,7 @@ class Connection:
                     self.visit_id, self.participant_id, exc_info=True,
                 )
                 self._closed.set()
-                self.hub._spawn(self.hub._leave(self))
+                self.hub._spawn(self.hub._disconnect(self))
                 return
 
 

@@ -125,7 +125,7 @@ async def test_presence_appears_on_every_worker_and_disappears_when_a_participan
             ParticipantRole.CLINICIAN, ParticipantRole.PATIENT,
         }
 
-        await patient.close()
+        await patient.receive(frame(type="leave"))
         left = await doctor_inbox.next("presence", event="left")
         assert left["participant"]["id"] == PATIENT
         assert [p["id"] for p in left["participants"]] == [CLINICIAN]
@@ -133,6 +133,38 @@ async def test_presence_appears_on_every_worker_and_disappears_when_a_participan
             assert [entry.participant_id for entry in await hub.participants(VISIT)] == [
                 CLINICIAN
             ]
+
+
+async def test_a_dropped_socket_keeps_the_seat_for_a_while_then_the_room_is_told(
+    broker_kind: str,
+) -> None:
+    async with workers(
+        broker_kind, ROSTER, presence_ttl=0.5, heartbeat_intervals=(0.05, 0.05)
+    ) as (first, second):
+        _doctor, doctor_inbox = await join(first, CLINICIAN)
+        patient, _ = await join(second, PATIENT)
+        await patient.close()
+        # Still seated right after the drop: a quick reconnection is a rejoin, not a new peer.
+        assert PATIENT in {entry.participant_id for entry in await first.participants(VISIT)}
+        assert doctor_inbox.of_type("presence")[-1]["event"] == "joined"
+        left = await doctor_inbox.next("presence", event="left", timeout=5)
+        assert left["participant"]["id"] == PATIENT
+        assert [entry.participant_id for entry in await second.participants(VISIT)] == [
+            CLINICIAN
+        ]
+
+
+async def test_a_participant_reconnecting_after_a_drop_rejoins_and_peers_restart_ice(
+    broker_kind: str,
+) -> None:
+    async with workers(broker_kind, ROSTER) as (first, second):
+        _doctor, doctor_inbox = await join(first, CLINICIAN)
+        patient, _ = await join(second, PATIENT, session="patient-page-1")
+        await patient.close()
+        await join(second, PATIENT, session="patient-page-1")
+        rejoined = await doctor_inbox.next("presence", event="rejoined")
+        assert rejoined["restart"] == "ice"
+        assert doctor_inbox.of_type("presence")[-1]["event"] == "rejoined"
 
 
 async def test_a_leave_message_frees_the_seat_and_the_participant_can_join_again(
@@ -245,7 +277,7 @@ async def test_a_fifth_participant_is_refused_until_a_seat_frees(broker_kind: st
         assert len(await second.participants(VISIT)) == 4
         assert OBSERVER not in {p.participant_id for p in await second.participants(VISIT)}
 
-        await patient.close()
+        await patient.receive(frame(type="leave"))
         await doctor_inbox.next("presence", event="left")
         await fifth.receive(frame(type="join", session="observer-session"))
         snapshot = await fifth_inbox.next("presence", event="snapshot")
@@ -365,7 +397,9 @@ async def test_participants_of_a_worker_that_stopped_beating_are_removed(
 async def test_a_participant_whose_socket_fails_is_removed_and_the_room_carries_on(
     broker_kind: str,
 ) -> None:
-    async with workers(broker_kind, ROSTER) as (first, second):
+    async with workers(
+        broker_kind, ROSTER, presence_ttl=0.5, heartbeat_intervals=(0.05, 0.05)
+    ) as (first, second):
         doctor, doctor_inbox = await join(first, CLINICIAN)
         _patient, patient_inbox = await join(second, PATIENT)
         broken_sends = 0
@@ -380,7 +414,7 @@ async def test_a_participant_whose_socket_fails_is_removed_and_the_room_carries_
         await interpreter.receive(frame(type="join", session="interp-session"))
         await doctor_inbox.next("presence", event="joined")
         await doctor.receive(frame(type="chat", text="hello"))
-        await doctor_inbox.next("presence", event="left")
+        await doctor_inbox.next("presence", event="left", timeout=5)
         await asyncio.wait_for(interpreter.wait_closed(), 5)
         await doctor.receive(frame(type="offer", to=PATIENT, sdp=OFFER_SDP))
         await patient_inbox.next("offer")

@@ -415,7 +415,10 @@ class Visit {
 
   // ------------------------------------------------------------------ peers (perfect negotiation)
 
-  ensurePeer(id, role) {
+  // The participant who arrives offers to everyone already there (`withMedia`); the others
+  // create their side when that offer comes, and attach their media to the transceivers the
+  // offer created. Offers crossing each other (glare) still resolve: the polite side yields.
+  ensurePeer(id, role, withMedia) {
     const existing = this.peers.get(id);
     if (existing) return existing;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
@@ -427,6 +430,8 @@ class Visit {
       makingOffer: false,
       ignoreOffer: false,
       settingRemoteAnswerPending: false,
+      pendingCandidates: [],
+      mediaAttached: false,
       disconnectedTimer: null,
       stream: new MediaStream(),
       tile: this.tile(id, this.nameOf(id, role)),
@@ -435,19 +440,9 @@ class Visit {
     this.peers.set(id, peer);
     this.pcs.set(id, pc);
     peer.tile.video.srcObject = peer.stream;
-
-    const audio = this.localStream.getAudioTracks()[0];
-    if (audio) pc.addTrack(audio, this.localStream);
-    else pc.addTransceiver('audio', { direction: 'recvonly' });
-    const video = this.sendingVideoTrack();
-    if (video) {
-      pc.addTrack(video, this.localStream);
-    } else {
-      // Keep a video slot so this peer's video still arrives and video can start later.
-      pc.addTransceiver('video', { direction: this.cameraTrack ? 'sendrecv' : 'recvonly' });
-    }
-    peer.videoTransceiver = pc.getTransceivers().find(
-      (transceiver) => transceiver.receiver.track.kind === 'video') || null;
+    const member = this.members.get(id);
+    if (member && member.media) this.showMediaState(peer.tile, member.media);
+    if (withMedia) this.attachMedia(peer);
 
     pc.addEventListener('track', ({ track }) => {
       if (!peer.stream.getTracks().includes(track)) peer.stream.addTrack(track);
@@ -481,6 +476,33 @@ class Visit {
     return peer;
   }
 
+  attachMedia(peer) {
+    // addTrack reuses a transceiver the remote offer created, so an answer made after this
+    // already sends; on the offering side it creates the transceivers.
+    if (peer.mediaAttached) return;
+    peer.mediaAttached = true;
+    const { pc } = peer;
+    const audio = this.localStream.getAudioTracks()[0];
+    if (audio) pc.addTrack(audio, this.localStream);
+    else if (!pc.getTransceivers().some((t) => t.receiver.track.kind === 'audio')) {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+    }
+    const video = this.sendingVideoTrack();
+    if (video) {
+      pc.addTrack(video, this.localStream);
+    }
+    let transceiver = pc.getTransceivers().find((t) => t.receiver.track.kind === 'video');
+    if (!transceiver) {
+      // Keep a video slot so this peer's video still arrives and ours can start later.
+      transceiver = pc.addTransceiver('video', {
+        direction: this.cameraTrack ? 'sendrecv' : 'recvonly',
+      });
+    } else if (!video && this.cameraTrack) {
+      transceiver.direction = 'sendrecv';
+    }
+    peer.videoTransceiver = transceiver;
+  }
+
   onIceState(peer) {
     const state = peer.pc.iceConnectionState;
     window.clearTimeout(peer.disconnectedTimer);
@@ -507,7 +529,7 @@ class Visit {
 
   async onDescription(from, description) {
     const member = this.members.get(from);
-    const peer = this.ensurePeer(from, member && member.role);
+    const peer = this.ensurePeer(from, member && member.role, false);
     const { pc } = peer;
     const readyForOffer = !peer.makingOffer
       && (pc.signalingState === 'stable' || peer.settingRemoteAnswerPending);
@@ -518,7 +540,9 @@ class Visit {
       peer.settingRemoteAnswerPending = description.type === 'answer';
       await pc.setRemoteDescription(description);
       peer.settingRemoteAnswerPending = false;
+      await this.flushCandidates(peer);
       if (description.type === 'offer') {
+        this.attachMedia(peer);
         await pc.setLocalDescription();
         this.send({ type: 'answer', to: from, sdp: pc.localDescription.sdp });
       }
@@ -531,6 +555,20 @@ class Visit {
   async onCandidate(from, candidate) {
     const peer = this.peers.get(from);
     if (!peer || !candidate) return;
+    if (!peer.pc.remoteDescription) {
+      // Candidates can overtake the description they belong to: keep them until it is set.
+      peer.pendingCandidates.push(candidate);
+      return;
+    }
+    await this.addCandidate(peer, candidate);
+  }
+
+  async flushCandidates(peer) {
+    const waiting = peer.pendingCandidates.splice(0);
+    for (const candidate of waiting) await this.addCandidate(peer, candidate);
+  }
+
+  async addCandidate(peer, candidate) {
     try {
       await peer.pc.addIceCandidate(candidate);
     } catch (error) {
@@ -636,6 +674,8 @@ class Visit {
         break;
       }
       case 'media-state': {
+        const member = this.members.get(message.from);
+        if (member) member.media = message;
         const peer = this.peers.get(message.from);
         if (peer) this.showMediaState(peer.tile, message);
         break;
@@ -664,11 +704,8 @@ class Visit {
       for (const member of everyone.values()) {
         if (member.id === this.selfId) continue;
         const known = this.peers.get(member.id);
-        if (known) {
-          this.resumePeer(known);
-        } else {
-          this.ensurePeer(member.id, member.role);
-        }
+        if (known) this.resumePeer(known);
+        else this.ensurePeer(member.id, member.role, true);
         this.showMediaState(this.peers.get(member.id).tile, member.media || {});
       }
     } else {
@@ -678,18 +715,19 @@ class Visit {
         this.members.delete(who.id);
         this.closePeer(who.id);
       } else {
+        // Joined, or rejoined: the newcomer offers; this side answers when its offer arrives.
         this.members.set(who.id, who);
-        if (message.event === 'rejoined' && message.restart === 'new-connection') {
-          // The other page was reloaded: its old peer connection is gone for good.
-          this.closePeer(who.id);
+        if (message.event === 'rejoined') {
+          if (message.restart === 'new-connection') {
+            // The other page was reloaded: its old peer connection is gone for good.
+            this.closePeer(who.id);
+          } else {
+            const peer = this.peers.get(who.id);
+            if (peer) peer.pc.restartIce();
+          }
         }
         const peer = this.peers.get(who.id);
-        if (peer && message.event === 'rejoined') {
-          peer.pc.restartIce();
-        } else if (!peer) {
-          this.ensurePeer(who.id, who.role);
-        }
-        this.showMediaState(this.peers.get(who.id).tile, who.media || {});
+        if (peer) this.showMediaState(peer.tile, who.media || {});
       }
     }
     this.updateStatus();

@@ -1,0 +1,389 @@
+"""Real browsers in a real visit: headless Chromium with fake camera and microphone, the real
+visit.js and device-check.js, and the real signalling hub behind a WebSocket.
+
+Video is proven by the receiving browser's own statistics (inbound-rtp framesDecoded), not by
+anything the page claims.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from jaejin.core.i18n import translate
+from jaejin.visits.signalling import InProcessBroker, ParticipantRole, RedisBroker
+
+from .conftest import REDIS_TEST_URL
+from .harness import PAGE_TEXTS, VisitServer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+VISIT = "visit-1"
+ROSTER = {
+    VISIT: {
+        "dr-kim": ParticipantRole.CLINICIAN,
+        "patient-lee": ParticipantRole.PATIENT,
+        "interp-park": ParticipantRole.INTERPRETER,
+        "dr-smith": ParticipantRole.LOCAL_PHYSICIAN,
+    }
+}
+FRAMES_TIMEOUT_SECONDS = 20
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    deadline = time.monotonic() + 120
+    while not os.path.exists(CHROMIUM):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{CHROMIUM} is not installed (apt-get install chromium)")
+        time.sleep(2)
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def single_worker() -> Iterator[VisitServer]:
+    server = VisitServer(ROSTER, InProcessBroker).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_workers() -> Iterator[tuple[VisitServer, VisitServer]]:
+    """Two server processes' worth of hubs, each with its own Redis connection."""
+    prefix = f"jaejin-test:{uuid.uuid4().hex}:"
+
+    def broker() -> RedisBroker:
+        return RedisBroker.from_url(REDIS_TEST_URL, prefix=prefix)
+
+    first = VisitServer(ROSTER, broker).start()
+    second = VisitServer(ROSTER, broker).start()
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+        client = redis.Redis.from_url(REDIS_TEST_URL)
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+class Participant:
+    def __init__(self, browser: Any, server: VisitServer, participant_id: str, **query: str):
+        self.id = participant_id
+        self.context = browser.new_context()
+        self.page = self.context.new_page()
+        self.messages: list[str] = []
+        self.page.on("console", lambda message: self.messages.append(message.text))
+        self.page.on("pageerror", lambda error: self.messages.append(f"pageerror: {error}"))
+        suffix = "&".join(f"{key}={value}" for key, value in query.items())
+        self.page.goto(f"{server.origin}/visits/{VISIT}/as/{participant_id}?{suffix}")
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = self.page.evaluate("window.jaejinVisit.stats()")
+        return result
+
+    def evaluate(self, expression: str, argument: Any = None) -> Any:
+        return self.page.evaluate(expression, argument)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def participants(browser: Any) -> Iterator[Callable[..., Participant]]:
+    opened: list[Participant] = []
+
+    def open_page(server: VisitServer, participant_id: str, **query: str) -> Participant:
+        participant = Participant(browser, server, participant_id, **query)
+        opened.append(participant)
+        return participant
+
+    yield open_page
+    for participant in opened:
+        participant.close()
+
+
+def eventually(check: Callable[[], bool], what: str, pages: list[Participant],
+               timeout: float = FRAMES_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.4)
+    logs = {page.id: page.messages[-15:] for page in pages}
+    raise AssertionError(f"timed out waiting until {what}; browser console: {logs}")
+
+
+def receives_video_from(receiver: Participant, senders: list[str], above: dict[str, int] | None
+                        = None) -> bool:
+    stats = receiver.stats()
+    floor = above or {}
+    return all(
+        stats.get(sender, {}).get("framesDecoded", 0) > floor.get(sender, 0)
+        for sender in senders
+    )
+
+
+def test_two_participants_on_one_worker_see_each_others_video(
+    single_worker: VisitServer, participants: Callable[..., Participant]
+) -> None:
+    doctor = participants(single_worker, "dr-kim")
+    patient = participants(single_worker, "patient-lee")
+    eventually(lambda: receives_video_from(doctor, ["patient-lee"])
+               and receives_video_from(patient, ["dr-kim"]),
+               "both browsers decode the other's video", [doctor, patient])
+    assert set(doctor.stats()) == {"patient-lee"}
+    assert doctor.page.locator('[data-peer-id="patient-lee"]').count() == 1
+    status = translate("en", PAGE_TEXTS["visit"]["status_in_call"]).format(count=2)
+    assert doctor.page.locator(".visit-status").text_content() == status
+
+
+def test_two_participants_on_different_workers_meet_through_redis(
+    redis_workers: tuple[VisitServer, VisitServer], participants: Callable[..., Participant]
+) -> None:
+    first, second = redis_workers
+    doctor = participants(first, "dr-kim")
+    patient = participants(second, "patient-lee")
+    eventually(lambda: receives_video_from(doctor, ["patient-lee"])
+               and receives_video_from(patient, ["dr-kim"]),
+               "video flows between browsers signalled by two workers", [doctor, patient])
+    assert "dr-kim" in first.sockets and "patient-lee" in second.sockets
+    assert "patient-lee" not in first.sockets
+
+
+def test_four_participants_each_receive_the_three_others(
+    single_worker: VisitServer, participants: Callable[..., Participant]
+) -> None:
+    ids = list(ROSTER[VISIT])
+    pages = [participants(single_worker, participant_id) for participant_id in ids]
+    for page in pages:
+        others = [other for other in ids if other != page.id]
+        eventually(lambda page=page, others=others: receives_video_from(page, others),
+                   f"{page.id} decodes video from {others}", pages)
+    counts = {page.id: page.page.locator(".tile").count() for page in pages}
+    assert counts == dict.fromkeys(ids, 4)
+
+
+def remote_ice_ufrag(page: Participant, peer: str) -> str:
+    value: str = page.evaluate(
+        """(peer) => {
+            const pc = window.jaejinVisit.peers.get(peer);
+            const match = pc && pc.remoteDescription
+                && pc.remoteDescription.sdp.match(/a=ice-ufrag:(\\S+)/);
+            return match ? match[1] : '';
+        }""",
+        peer,
+    )
+    return value
+
+
+def test_a_participant_whose_network_drops_reconnects_and_video_flows_again(
+    single_worker: VisitServer, participants: Callable[..., Participant]
+) -> None:
+    doctor = participants(single_worker, "dr-kim")
+    patient = participants(single_worker, "patient-lee")
+    eventually(lambda: receives_video_from(doctor, ["patient-lee"])
+               and receives_video_from(patient, ["dr-kim"]), "the call is up", [doctor, patient])
+    ufrag_before = remote_ice_ufrag(doctor, "patient-lee")
+    assert ufrag_before
+
+    patient.context.set_offline(True)
+    eventually(lambda: patient.page.locator(".visit-status").text_content()
+               == translate("en", PAGE_TEXTS["visit"]["status_reconnecting"]),
+               "the patient's page says it is reconnecting", [patient])
+    patient.context.set_offline(False)
+    eventually(lambda: patient.evaluate("window.jaejinVisit.socketOpens") >= 2,
+               "the patient's page reconnected its signalling socket", [patient])
+
+    # The doctor was told the patient rejoined and restarted ICE: new credentials negotiated.
+    eventually(lambda: remote_ice_ufrag(doctor, "patient-lee") not in ("", ufrag_before),
+               "an ICE restart renegotiated the doctor's connection", [doctor, patient])
+    frames = {"doctor": doctor.stats()["patient-lee"]["framesDecoded"],
+              "patient": patient.stats()["dr-kim"]["framesDecoded"]}
+    eventually(lambda: receives_video_from(doctor, ["patient-lee"], {"patient-lee":
+               frames["doctor"]}) and receives_video_from(patient, ["dr-kim"],
+               {"dr-kim": frames["patient"]}), "video flows again both ways", [doctor, patient])
+
+
+def test_a_socket_cut_by_the_server_is_reconnected_without_losing_the_call(
+    single_worker: VisitServer, participants: Callable[..., Participant]
+) -> None:
+    doctor = participants(single_worker, "dr-kim")
+    patient = participants(single_worker, "patient-lee")
+    eventually(lambda: receives_video_from(doctor, ["patient-lee"]), "the call is up",
+               [doctor, patient])
+    single_worker.drop_socket("patient-lee")
+    eventually(lambda: patient.evaluate("window.jaejinVisit.socketOpens") >= 2
+               and "patient-lee" in single_worker.sockets,
+               "the patient's page reconnected", [patient])
+    before = doctor.stats()["patient-lee"]["framesDecoded"]
+    eventually(lambda: receives_video_from(doctor, ["patient-lee"], {"patient-lee": before}),
+               "video keeps flowing after the reconnection", [doctor, patient])
+    assert len(single_worker.call(single_worker.hub.participants(VISIT))) == 2
+
+
+DENY_CAMERA = """
+const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = (constraints) => constraints && constraints.video
+    ? Promise.reject(new DOMException('camera blocked by the user', 'NotAllowedError'))
+    : original(constraints);
+"""
+
+
+def test_a_patient_who_denies_the_camera_joins_with_audio_and_still_sees_the_doctor(
+    single_worker: VisitServer, participants: Callable[..., Participant], browser: Any
+) -> None:
+    doctor = participants(single_worker, "dr-kim")
+    patient = Participant.__new__(Participant)
+    patient.id, patient.messages = "patient-lee", []
+    patient.context = browser.new_context()
+    # The user pressing "Block" on the camera prompt (the microphone is allowed).
+    patient.context.add_init_script(DENY_CAMERA)
+    patient.page = patient.context.new_page()
+    patient.page.on("console", lambda message: patient.messages.append(message.text))
+    try:
+        patient.page.goto(f"{single_worker.origin}/visits/{VISIT}/as/patient-lee")
+        eventually(lambda: receives_video_from(patient, ["dr-kim"]),
+                   "the audio-only patient decodes the doctor's video", [doctor, patient])
+        eventually(lambda: doctor.stats().get("patient-lee", {}).get("bytesReceived", 0) > 0,
+                   "the doctor receives the patient's audio", [doctor, patient])
+        notice = translate("en", PAGE_TEXTS["visit"]["notice_audio_only_camera"])
+        assert patient.page.locator(".visit-notice").text_content() == notice
+        assert patient.page.locator('[data-action="camera"]').is_disabled()
+        assert patient.evaluate("window.jaejinVisit.media")["camera_off"] is True
+        eventually(lambda: "Camera off" in (doctor.page.locator(
+            '[data-peer-id="patient-lee"] .tile-state').text_content() or ""),
+            "the doctor's tile shows the patient's camera is off", [doctor])
+    finally:
+        patient.close()
+
+
+def test_a_slow_connection_measured_before_the_visit_starts_it_audio_only(
+    single_worker: VisitServer, participants: Callable[..., Participant]
+) -> None:
+    doctor = participants(single_worker, "dr-kim")
+    patient = participants(single_worker, "patient-lee", measured_mbps="0.4")
+    eventually(lambda: receives_video_from(patient, ["dr-kim"]), "the patient sees the doctor",
+               [doctor, patient])
+    notice = translate("en", PAGE_TEXTS["visit"]["notice_audio_only_bandwidth"])
+    assert patient.page.locator(".visit-notice").text_content() == notice
+    assert patient.page.locator('[data-action="camera"]').get_attribute("aria-pressed") == "true"
+    time.sleep(2)
+    assert doctor.stats()["patient-lee"]["framesDecoded"] == 0
+    assert doctor.stats()["patient-lee"]["bytesReceived"] > 0
+
+    # The patient chooses video anyway: it starts flowing.
+    patient.page.locator('[data-action="camera"]').click()
+    eventually(lambda: receives_video_from(doctor, ["patient-lee"]),
+               "the doctor decodes the patient's video once turned back on", [doctor, patient])
+
+
+def test_mute_chat_and_file_sharing_reach_the_other_participant(
+    single_worker: VisitServer, participants: Callable[..., Participant], tmp_path: Any
+) -> None:
+    doctor = participants(single_worker, "dr-kim")
+    patient = participants(single_worker, "patient-lee")
+    eventually(lambda: receives_video_from(doctor, ["patient-lee"]), "the call is up",
+               [doctor, patient])
+
+    mute = patient.page.locator('[data-action="mute"]')
+    mute.click()
+    assert mute.get_attribute("aria-pressed") == "true"
+    eventually(lambda: "Muted" in (doctor.page.locator(
+        '[data-peer-id="patient-lee"] .tile-state').text_content() or ""),
+        "the doctor sees the patient is muted", [doctor])
+
+    patient.page.get_by_label("Message").fill("가슴이 조금 답답해요 <script>alert(1)</script>")
+    patient.page.get_by_role("button", name="Send").click()
+    eventually(lambda: "가슴이 조금 답답해요 <script>alert(1)</script>"
+               in (doctor.page.locator(".visit-chat-log").text_content() or ""),
+               "the doctor reads the chat message as text", [doctor])
+    assert doctor.page.locator(".visit-chat-log script").count() == 0
+
+    readings = tmp_path / "bp-readings.csv"
+    readings.write_text("date,systolic,diastolic\n2026-03-01,142,91\n", encoding="utf-8")
+    doctor.page.get_by_label("Share a file").set_input_files(str(readings))
+    doctor.page.get_by_role("button", name="Upload").click()
+    link = patient.page.locator(".visit-chat-log a")
+    eventually(lambda: link.count() == 1, "the patient sees the shared file", [patient])
+    assert link.text_content() == "Shared a file: bp-readings.csv"
+    [(filename, _type, content)] = single_worker.attachments.values()
+    assert filename == "bp-readings.csv" and content.startswith(b"date,systolic")
+
+
+def test_someone_not_on_the_visit_sees_a_plain_refusal(
+    single_worker: VisitServer, participants: Callable[..., Participant]
+) -> None:
+    stranger = participants(single_worker, "stranger", lang="ko")
+    notice = translate("ko", PAGE_TEXTS["visit"]["error_not_permitted"])
+    assert notice != PAGE_TEXTS["visit"]["error_not_permitted"]
+    eventually(lambda: stranger.page.locator(".visit-notice").text_content() == notice,
+               "the page says in Korean that they are not a participant", [stranger])
+
+
+def test_the_device_check_finds_camera_microphone_and_measures_the_connection(
+    single_worker: VisitServer, browser: Any
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{single_worker.origin}/device-check?lang=ko")
+        results = page.evaluate("window.jaejinDeviceCheck.finished")
+        assert results["camera"] == "ok" and results["microphone"] == "ok"
+        assert results["downloadMbps"] > 0 and results["uploadMbps"] > 0
+        assert results["enoughForVideo"] is True and results["ready"] is True
+        camera = page.locator('[data-check="camera"]')
+        assert camera.get_attribute("data-result") == "ok"
+        assert camera.locator(".device-check-message").text_content() == translate(
+            "ko", PAGE_TEXTS["device_check"]["camera_ok"])
+        assert page.locator(".device-check-summary").text_content() == translate(
+            "ko", PAGE_TEXTS["device_check"]["summary_ready"])
+        stored = page.evaluate("sessionStorage.getItem('jaejin.throughputMbps')")
+        assert float(stored) == min(results["downloadMbps"], results["uploadMbps"])
+        page.evaluate("window.jaejinDeviceCheck.playTone()")
+    finally:
+        context.close()
+
+
+def test_the_device_check_says_what_to_do_when_the_connection_is_too_slow(
+    single_worker: VisitServer, browser: Any
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        # Nobody's loopback reaches a million megabits per second.
+        page.goto(f"{single_worker.origin}/device-check?required=1000000")
+        results = page.evaluate("window.jaejinDeviceCheck.finished")
+        assert results["enoughForVideo"] is False and results["ready"] is False
+        connection = page.locator('[data-check="connection"]')
+        assert connection.get_attribute("data-result") == "problem"
+        message = connection.locator(".device-check-message").text_content() or ""
+        assert "A video visit needs 1000000 Mbps both ways. Move closer to your Wi-Fi router" in (
+            message
+        )
+    finally:
+        context.close()

@@ -32,7 +32,7 @@ from jaejin.monitoring.alerts import (
     evaluate_scheduled,
     scheduled_window,
 )
-from jaejin.monitoring.careplans import CarePlan
+from jaejin.monitoring.careplans import CarePlan, PlanTemplate
 from jaejin.monitoring.readings import Metric, Reading
 from jaejin.monitoring.simulation import (
     CRITICAL_EVENTS,
@@ -105,6 +105,8 @@ def naive_out_of_range(
 @dataclass(frozen=True, slots=True)
 class PatientOutcome:
     patient_ref: str
+    template: PlanTemplate
+    uses_cgm: bool
     monitored_weeks: float
     readings: int
     signals: int
@@ -200,6 +202,8 @@ def evaluate_patient(cohort: Cohort, patient: SimulatedPatient) -> PatientOutcom
     )
     return PatientOutcome(
         patient_ref=patient.patient_ref,
+        template=patient.template,
+        uses_cgm=patient.uses_cgm,
         monitored_weeks=patient.monitored_weeks,
         readings=total,
         signals=signal_count,
@@ -242,6 +246,29 @@ class EventTally:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupVolume:
+    """Alert volume of one group of patients (a care-plan template, on CGM or not)."""
+
+    patients: int
+    patient_weeks: float
+    alerts: int
+    naive_alerts: int
+
+    @property
+    def alerts_per_patient_week(self) -> float:
+        return self.alerts / self.patient_weeks if self.patient_weeks else 0.0
+
+    @property
+    def naive_alerts_per_patient_week(self) -> float:
+        return self.naive_alerts / self.patient_weeks if self.patient_weeks else 0.0
+
+
+def _group_name(outcome: PatientOutcome) -> str:
+    cgm = outcome.uses_cgm and outcome.template is not PlanTemplate.TYPE1_DIABETES_CGM
+    return f"{outcome.template.value}+cgm" if cgm else outcome.template.value
+
+
+@dataclass(frozen=True, slots=True)
 class MissedEvent:
     patient_ref: str
     event: InjectedEvent
@@ -268,6 +295,11 @@ _TEXT_NAIVE = N_(
 )
 _TEXT_REDUCTION = N_("Reduction: {ratio}× fewer alerts than the naive baseline; goal ≥ 5×")
 _TEXT_WOUNDS = N_("Wound photo review items (not counted above): {items}")
+_TEXT_REDUCTION_WITHOUT_CGM = N_("Reduction among patients without CGM: {ratio}×")
+_TEXT_GROUP = N_(
+    "{group}: {patients} patients, {per_week} alerts per patient-week; naive baseline "
+    "{naive_per_week}"
+)
 _TEXT_MISSED = N_("missed: {patient} {kind} at {start}")
 _TEXT_NO_VALUE = N_("n/a")
 _INDENT = "  "
@@ -275,6 +307,10 @@ _INDENT = "  "
 
 def _percent(share: float | None, language: str) -> str:
     return translate(language, _TEXT_NO_VALUE) if share is None else f"{100 * share:.1f} %"
+
+
+def _ratio(value: float | None, language: str) -> str:
+    return translate(language, _TEXT_NO_VALUE) if value is None else f"{value:.1f}"
 
 
 @dataclass(frozen=True)
@@ -290,6 +326,9 @@ class EvaluationReport:
     naive_alerts: int
     wound_review_items: int
     missed: tuple[MissedEvent, ...] = ()
+    #: Volume per care-plan template ("type2_diabetes+cgm" apart): CGM patients dominate the
+    #: naive count, so the ratio is also worth reading without them.
+    groups: Mapping[str, GroupVolume] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
     outcomes: tuple[PatientOutcome, ...] = field(default=(), repr=False)
 
@@ -336,6 +375,26 @@ class EvaluationReport:
             return float("inf") if self.naive_alerts else 1.0
         return self.naive_alerts / self.alerts
 
+    def _volume_without_cgm(self) -> GroupVolume:
+        chosen = [item for item in self.outcomes if not item.uses_cgm]
+        return GroupVolume(
+            patients=len(chosen),
+            patient_weeks=sum(item.monitored_weeks for item in chosen),
+            alerts=sum(sum(item.alerts_by_severity.values()) for item in chosen),
+            naive_alerts=sum(item.naive_alerts for item in chosen),
+        )
+
+    @property
+    def reduction_ratio_without_cgm(self) -> float | None:
+        """The reduction among patients without CGM, whose every 5-minute value would
+        otherwise dominate the naive count; None when there are none."""
+        volume = self._volume_without_cgm()
+        if volume.patients == 0:
+            return None
+        if volume.alerts == 0:
+            return float("inf") if volume.naive_alerts else 1.0
+        return volume.naive_alerts / volume.alerts
+
     def to_text(self, language: str = "en") -> str:
         everything = self.all_events
         critical = self.critical_events
@@ -370,9 +429,20 @@ class EvaluationReport:
                 translate(language, _TEXT_NAIVE, alerts=self.naive_alerts,
                           per_week=f"{self.naive_alerts_per_patient_week:.2f}"),
                 translate(language, _TEXT_REDUCTION, ratio=f"{self.reduction_ratio:.1f}"),
+                translate(
+                    language, _TEXT_REDUCTION_WITHOUT_CGM,
+                    ratio=_ratio(self.reduction_ratio_without_cgm, language),
+                ),
                 translate(language, _TEXT_WOUNDS, items=self.wound_review_items),
             ]
         )
+        for name, group in self.groups.items():
+            lines.append(
+                _INDENT
+                + translate(language, _TEXT_GROUP, group=name, patients=group.patients,
+                            per_week=f"{group.alerts_per_patient_week:.2f}",
+                            naive_per_week=f"{group.naive_alerts_per_patient_week:.2f}")
+            )
         for missed in self.missed:
             lines.append(
                 _INDENT
@@ -399,6 +469,18 @@ def summarise(
             tally[2] += int(noticed)
             if not detected:
                 missed.append(MissedEvent(outcome.patient_ref, event))
+    grouped: dict[str, list[PatientOutcome]] = {}
+    for outcome in outcomes:
+        grouped.setdefault(_group_name(outcome), []).append(outcome)
+    groups = {
+        name: GroupVolume(
+            patients=len(members),
+            patient_weeks=sum(item.monitored_weeks for item in members),
+            alerts=sum(sum(item.alerts_by_severity.values()) for item in members),
+            naive_alerts=sum(item.naive_alerts for item in members),
+        )
+        for name, members in sorted(grouped.items())
+    }
     return EvaluationReport(
         patients=len(cohort.patients),
         days=cohort.days,
@@ -413,6 +495,7 @@ def summarise(
         naive_alerts=sum(outcome.naive_alerts for outcome in outcomes),
         wound_review_items=sum(outcome.wound_review_items for outcome in outcomes),
         missed=tuple(missed),
+        groups=MappingProxyType(groups),
         elapsed_seconds=elapsed_seconds,
         outcomes=tuple(outcomes),
     )

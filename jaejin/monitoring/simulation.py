@@ -261,11 +261,27 @@ def _event_plan(
             hypoglycaemias.append(
                 _Hypoglycaemia(day, at, nadir, rng.randint(5, 9), severe)
             )
+    # A gap swallows whatever would have been measured in it: an event there (or on the days
+    # just around it) could not be seen by anyone and is not part of the ground truth.
+    silent = {day for first, after in gaps for day in range(first - 1, after + 2)}
+
+    def audible(day: int) -> bool:
+        return day not in silent
+
     return _EventPlan(
-        crises=tuple(sorted(crises)),
-        hypoglycaemias=tuple(sorted(hypoglycaemias, key=lambda item: item.at)),
-        fevers=tuple(sorted(fevers)),
-        weight_gain_days=tuple(sorted(weight_gain_days)),
+        crises=tuple(
+            sorted(at for at in crises if audible((at - start) // timedelta(days=1)))
+        ),
+        hypoglycaemias=tuple(
+            sorted((low for low in hypoglycaemias if audible(low.day)), key=lambda low: low.at)
+        ),
+        fevers=tuple(
+            sorted(fever for fever in fevers if all(audible(day) for day in range(*fever)))
+        ),
+        weight_gain_days=tuple(
+            sorted(day for day in weight_gain_days if all(audible(day + step)
+                                                         for step in range(-2, 3)))
+        ),
         gaps=tuple(sorted(gaps)),
     )
 

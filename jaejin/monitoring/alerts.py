@@ -593,7 +593,8 @@ def evaluate_scheduled(
     """Periodic checks over one patient's readings in the `scheduled_window(plan)` before `now`.
 
     `monitoring_since` is when the plan started: missing data and CGM sensor wear are not
-    counted before it. `patient_ref` is required when the window holds no reading.
+    counted before it. `patient_ref` is required when the window holds no reading; a window
+    mixing patients is refused rather than judged as one person.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -608,11 +609,13 @@ def evaluate_scheduled(
                 found.append(reading)
     for readings in by_metric.values():
         readings.sort(key=_effective_ts)
+    refs = {item.patient_ref for readings in by_metric.values() for item in readings}
     if patient_ref is None:
-        refs = {item.patient_ref for readings in by_metric.values() for item in readings}
         if len(refs) != 1:
             raise ValueError("pass patient_ref: the window holds no reading or several patients")
         patient_ref = refs.pop()
+    elif refs - {patient_ref}:
+        raise ValueError("the window holds readings of another patient")
     signals: list[AlertSignal] = []
     signals.extend(_missing_data(patient_ref, by_metric, plan, now, monitoring_since))
     signals.extend(_blood_pressure_trend(patient_ref, by_metric, plan, now))

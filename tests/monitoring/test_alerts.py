@@ -268,6 +268,11 @@ def test_missing_data_counts_from_the_start_of_monitoring_when_nothing_came():
     assert [s.explain("en") for s in never] == ["No Glucose reading received yet"]
     with pytest.raises(ValueError, match="patient_ref"):
         evaluate_scheduled([], TYPE2, NOW)
+    mixed = [blood_glucose(120, patient="p1"), blood_glucose(130, patient="p2")]
+    with pytest.raises(ValueError, match="patient_ref"):
+        evaluate_scheduled(mixed, TYPE2, NOW)
+    with pytest.raises(ValueError, match="another patient"):
+        evaluate_scheduled(mixed, TYPE2, NOW, patient_ref="p1")
 
 
 def test_a_rising_week_above_target_is_compared_with_the_previous_four_weeks():

@@ -1,20 +1,23 @@
-"""The engine's answer: `Decision.model_dump(mode="json")` is the API response body."""
+"""The engine's answer: `Decision.model_dump(mode="json")` is the API response body.
+
+The items of a decision are plain frozen dataclasses, cheap to build thousands of times a second;
+the Decision around them is a pydantic model, so it serialises, validates a stored decision back
+(`Decision.model_validate`) and documents itself (`Decision.model_json_schema()`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
 from jaejin.policy.vocabulary import Code, DecisionKind, DocumentKind, Effect
 
-_OUT = ConfigDict(frozen=True)
 
-
-class Reason(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Reason:
     """Why: one rule that applied, the source it comes from, and its effect on the decision."""
-
-    model_config = _OUT
 
     code: Code
     effect: Effect
@@ -23,10 +26,9 @@ class Reason(BaseModel):
     message: str
 
 
-class Condition(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Condition:
     """What must still be done (or changed) for the visit to go ahead."""
-
-    model_config = _OUT
 
     code: Code
     source: str
@@ -34,9 +36,8 @@ class Condition(BaseModel):
     message: str
 
 
-class PrescriptionVerdict(BaseModel):
-    model_config = _OUT
-
+@dataclass(frozen=True, slots=True)
+class PrescriptionVerdict:
     ingredient: str
     atc: str | None
     allowed: bool
@@ -46,26 +47,24 @@ class PrescriptionVerdict(BaseModel):
     max_days: int | None = None
 
 
-class DocumentVerdict(BaseModel):
-    model_config = _OUT
-
+@dataclass(frozen=True, slots=True)
+class DocumentVerdict:
     kind: DocumentKind
     allowed: bool
     code: Code
     message: str
 
 
-class Alternative(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Alternative:
     """What the patient can have instead when telemedicine is denied or restricted."""
-
-    model_config = _OUT
 
     code: Code
     message: str
 
 
 class Decision(BaseModel):
-    model_config = _OUT
+    model_config = ConfigDict(frozen=True)
 
     decision: DecisionKind
     pack: str | None

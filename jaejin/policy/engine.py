@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
 
-from jaejin.core.i18n import translate
 from jaejin.policy import messages as text
 from jaejin.policy.decision import (
     Alternative,
@@ -75,6 +74,7 @@ IN_PERSON_BASIS = Basis(
     "The telemedicine rules restrict telemedicine only; in-person care is governed by the Medical "
     "Service Act"
 )
+ALL_FLAGS = tuple(PatientFlag)
 _ALTERNATIVE_MESSAGES = {
     Code.IN_PERSON_VISIT: text.ALTERNATIVE_IN_PERSON,
     Code.TRI_PARTY_CONSULTATION: text.ALTERNATIVE_TRI_PARTY,
@@ -97,12 +97,12 @@ class _Outcome:
         self.denied = False
 
     def t(self, message: str, **params: object) -> str:
-        return translate(self.language, message, **params)
+        return text.translated(self.language, message, **params)
 
     def reason(
         self, code: Code, effect: Effect, basis: Sourced, message: str, *, at: int | None = None
     ) -> None:
-        reason = Reason.model_construct(
+        reason = Reason(
             code=code,
             effect=effect,
             source=basis.source,
@@ -115,7 +115,7 @@ class _Outcome:
 
     def condition(self, code: Code, basis: Sourced, message: str) -> None:
         self.conditions.append(
-            Condition.model_construct(
+            Condition(
                 code=code,
                 source=basis.source,
                 provisional=basis.provisional,
@@ -147,7 +147,7 @@ class _Outcome:
             prescriptions=self.prescriptions,
             documents=self.documents,
             alternatives=[
-                Alternative.model_construct(code=code, message=self.t(_ALTERNATIVE_MESSAGES[code]))
+                Alternative(code=code, message=self.t(_ALTERNATIVE_MESSAGES[code]))
                 for code in self.alternatives
             ],
         )
@@ -229,7 +229,7 @@ def _domestic(
     )
     if any_prescribable and not out.denied:
         delivery = [
-            flag for flag in PatientFlag if flag in flags and flag in compiled.delivery_flags
+            flag for flag in ALL_FLAGS if flag in flags and flag in compiled.delivery_flags
         ]
         if delivery:
             out.reason(
@@ -320,7 +320,7 @@ def _institution_kind(
         return None
     language = out.language
     kind_text = text.kind_label(language, kind)
-    for flag in PatientFlag:
+    for flag in ALL_FLAGS:
         if flag in flags and flag in compiled.hospital_flags:
             out.reason(
                 Code.HOSPITAL_LEVEL_GROUP,
@@ -368,7 +368,7 @@ def _institution_kind(
                 )
                 return rules.hospital_level_treatment_window, entry
     groups = [
-        text.flag_label(language, flag) for flag in PatientFlag if flag in compiled.hospital_flags
+        text.flag_label(language, flag) for flag in ALL_FLAGS if flag in compiled.hospital_flags
     ]
     if rare_window is not None:
         groups.append(
@@ -645,7 +645,7 @@ def _first_visit_in_region(
     rules = compiled.pack.parameters
     language = out.language
     exempt = [
-        flag for flag in PatientFlag if flag in flags and flag in compiled.region_exempt_flags
+        flag for flag in ALL_FLAGS if flag in flags and flag in compiled.region_exempt_flags
     ]
     if exempt:
         exception = out.t(
@@ -700,7 +700,7 @@ def _verdict(
     group: str | None = None,
     max_days: int | None = None,
 ) -> PrescriptionVerdict:
-    return PrescriptionVerdict.model_construct(
+    return PrescriptionVerdict(
         ingredient=item.ingredient,
         atc=item.atc,
         allowed=allowed,
@@ -828,7 +828,7 @@ def _documents(
         name = text.document_label(out.language, document.kind)
         if document.kind in prohibited:
             out.documents.append(
-                DocumentVerdict.model_construct(
+                DocumentVerdict(
                     kind=document.kind,
                     allowed=False,
                     code=Code.CERTIFICATE_NOT_ALLOWED,
@@ -839,7 +839,7 @@ def _documents(
                 refused.append(document.kind)
         else:
             out.documents.append(
-                DocumentVerdict.model_construct(
+                DocumentVerdict(
                     kind=document.kind,
                     allowed=True,
                     code=Code.DOCUMENT_OK,

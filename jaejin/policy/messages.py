@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import pycountry
 
-from jaejin.core.i18n import N_, translate, translate_plural
+from jaejin.core.i18n import N_, get_translator
 from jaejin.policy.iso import COUNTRIES, KOREAN_REGIONS
 from jaejin.policy.korean_time import OffHours, OffHoursFinding
 from jaejin.policy.units import CalendarPeriod
@@ -205,15 +205,35 @@ OFF_HOURS_WEEKDAY = N_("weekday from {time}")
 OFF_HOURS_EARLY = N_("before {time}")
 
 
-def period_label(language: str, period: CalendarPeriod) -> str:
+@lru_cache(maxsize=4096)
+def _template(translator: gettext.NullTranslations, message: str) -> str:
+    # Keyed by the translator object, so recompiled catalogues (a new translator) are honoured.
+    return translator.gettext(message)
+
+
+def translated(language: str, message: str, **params: object) -> str:
+    """`jaejin.core.i18n.translate`, with the catalogue look-up cached for the engine's hot path."""
+    template = _template(get_translator(language), message)
+    return template.format(**params) if params else template
+
+
+@lru_cache(maxsize=1024)
+def _period_label(translator: gettext.NullTranslations, period: CalendarPeriod) -> str:
     parts: list[str] = []
-    if period.years:
-        parts.append(translate_plural(language, "{count} year", "{count} years", period.years))
-    if period.months:
-        parts.append(translate_plural(language, "{count} month", "{count} months", period.months))
-    if period.days or not parts:
-        parts.append(translate_plural(language, "{count} day", "{count} days", period.days))
+    units = (
+        (period.years, "{count} year", "{count} years"),
+        (period.months, "{count} month", "{count} months"),
+        (period.days, "{count} day", "{count} days"),
+    )
+    for count, singular, plural in units:
+        if count or (singular == "{count} day" and not parts):
+            parts.append(translator.ngettext(singular, plural, count).format(count=count))
     return " ".join(parts)
+
+
+def period_label(language: str, period: CalendarPeriod) -> str:
+    """"6 months", "6개월", "1 year 2 days"."""
+    return _period_label(get_translator(language), period)
 
 
 def join(items: list[str]) -> str:
@@ -221,24 +241,24 @@ def join(items: list[str]) -> str:
 
 
 def flag_label(language: str, flag: PatientFlag) -> str:
-    return translate(language, FLAG_LABELS[flag])
+    return translated(language, FLAG_LABELS[flag])
 
 
 def kind_label(language: str, kind: InstitutionKind) -> str:
-    return translate(language, KIND_LABELS[kind])
+    return translated(language, KIND_LABELS[kind])
 
 
 def document_label(language: str, kind: DocumentKind) -> str:
-    return translate(language, DOCUMENT_LABELS[kind])
+    return translated(language, DOCUMENT_LABELS[kind])
 
 
 def drug_group_label(language: str, group: str) -> str:
     message = DRUG_GROUP_LABELS.get(group)
-    return translate(language, message) if message else group.replace("_", " ")
+    return translated(language, message) if message else group.replace("_", " ")
 
 
 def history_kind_label(language: str, kind: str) -> str:
-    return translate(language, HISTORY_KIND_LABELS.get(kind, kind))
+    return translated(language, HISTORY_KIND_LABELS.get(kind, kind))
 
 
 def _clock(moment: time) -> str:
@@ -250,14 +270,14 @@ def off_hours_label(
 ) -> str:
     if finding.kind is OffHours.PUBLIC_HOLIDAY and finding.holiday is not None:
         name = finding.holiday.name_ko if language == "ko" else finding.holiday.name_en
-        return translate(language, OFF_HOURS_HOLIDAY, name=name)
+        return translated(language, OFF_HOURS_HOLIDAY, name=name)
     if finding.kind is OffHours.SUNDAY:
-        return translate(language, OFF_HOURS_SUNDAY)
+        return translated(language, OFF_HOURS_SUNDAY)
     if finding.kind is OffHours.SATURDAY_AFTERNOON:
-        return translate(language, OFF_HOURS_SATURDAY, time=_clock(saturday_from))
+        return translated(language, OFF_HOURS_SATURDAY, time=_clock(saturday_from))
     if finding.kind is OffHours.WEEKDAY_NIGHT:
-        return translate(language, OFF_HOURS_WEEKDAY, time=_clock(night_from))
-    return translate(language, OFF_HOURS_EARLY, time=_clock(ends))
+        return translated(language, OFF_HOURS_WEEKDAY, time=_clock(night_from))
+    return translated(language, OFF_HOURS_EARLY, time=_clock(ends))
 
 
 _PYCOUNTRY_LOCALES = {"zh-Hans": "zh_CN", "zh-Hant": "zh_TW"}

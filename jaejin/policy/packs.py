@@ -447,6 +447,11 @@ class PackRegistry:
         self._check_no_overlap(self._korean, "Korean packs")
         self._check_no_overlap(self._overseas, "overseas packs")
         self._check_countries()
+        self._by_country: dict[str, list[CountryPack]] = {}
+        for country_pack in self._countries:
+            for code in country_pack.countries:
+                self._by_country.setdefault(code, []).append(country_pack)
+        self._fallbacks = [pack for pack in self._countries if pack.fallback]
         self._korean_starts = [pack.in_force.starts for pack in self._korean]
         self._overseas_starts = [pack.in_force.starts for pack in self._overseas]
         self._compiled_korean = {pack.id: self._compile_korean(pack) for pack in self._korean}
@@ -500,12 +505,11 @@ class PackRegistry:
         return found
 
     def country_pack_on(self, country_code: str, on: date | None) -> CountryPack | None:
+        """Like country_pack_for, but None when no country pack is in force on that day."""
         code = country_code.upper()
-        candidates = [
-            pack for pack in self._countries if code in pack.countries and _active(pack, on)
-        ]
+        candidates = [pack for pack in self._by_country.get(code, ()) if _active(pack, on)]
         if not candidates:
-            candidates = [pack for pack in self._countries if pack.fallback and _active(pack, on)]
+            candidates = [pack for pack in self._fallbacks if _active(pack, on)]
         if not candidates:
             return None
         return max(candidates, key=lambda pack: pack.in_force.starts)

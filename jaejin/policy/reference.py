@@ -31,6 +31,7 @@ CHRONIC_COLUMNS = ("group_ko", "group_en", "kcd_ranges")
 SHORTAGE_COLUMNS = ("province", "district_ko", "district_rr", "province_iso", "former_province_iso")
 
 _PARENTHESISED = re.compile(r"\([^)]*\)")
+_FIND_CACHE_SIZE = 8192
 _COMBINATION_SEPARATORS = re.compile(r"\s*(?:/|\+|·|,| and )\s*")
 
 
@@ -68,6 +69,9 @@ class DrugMatcher:
     by_name: dict[str, tuple[DrugEntry, ...]]
     by_atc: dict[str, tuple[DrugEntry, ...]]
     atc_prefixes: tuple[tuple[str, DrugEntry], ...]
+    _found: dict[tuple[str, str | None], tuple[DrugEntry, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, entries: Iterable[tuple[DrugEntry, tuple[str, ...]]]) -> DrugMatcher:
@@ -87,7 +91,16 @@ class DrugMatcher:
             atc_prefixes=tuple(prefixes),
         )
 
-    def find(self, ingredient: str, atc: str | None) -> list[DrugEntry]:
+    def find(self, ingredient: str, atc: str | None) -> tuple[DrugEntry, ...]:
+        key = (ingredient, atc)
+        found = self._found.get(key)
+        if found is None:
+            if len(self._found) >= _FIND_CACHE_SIZE:
+                self._found.clear()
+            found = self._found[key] = self._search(ingredient, atc)
+        return found
+
+    def _search(self, ingredient: str, atc: str | None) -> tuple[DrugEntry, ...]:
         found: list[DrugEntry] = []
         key = normalise_name(ingredient)
         found.extend(self.by_name.get(key, ()))
@@ -99,7 +112,7 @@ class DrugMatcher:
             found.extend(self.by_atc.get(atc, ()))
             found.extend(entry for prefix, entry in self.atc_prefixes if atc.startswith(prefix))
         unique: dict[int, DrugEntry] = {id(entry): entry for entry in found}
-        return list(unique.values())
+        return tuple(unique.values())
 
 
 @dataclass(frozen=True)

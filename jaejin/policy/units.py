@@ -6,6 +6,7 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 
 _PERIOD = re.compile(r"^P(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<days>\d+)D)?$")
 KCD_CODE = re.compile(r"^[A-Z][0-9]{2}(?:\.?[0-9A-Z]{1,4})?$")
@@ -37,11 +38,7 @@ class CalendarPeriod:
 
     def after(self, start: date) -> date:
         """The last day still inside the period that begins on `start`."""
-        total_months = start.month - 1 + self.months + 12 * self.years
-        year = start.year + total_months // 12
-        month = total_months % 12 + 1
-        day = min(start.day, calendar.monthrange(year, month)[1])
-        return date.fromordinal(date(year, month, day).toordinal() + self.days)
+        return _last_day(self, start)
 
     def __str__(self) -> str:
         text = "P"
@@ -52,6 +49,15 @@ class CalendarPeriod:
         if self.days or text == "P":
             text += f"{self.days}D"
         return text
+
+
+@lru_cache(maxsize=16384)
+def _last_day(period: CalendarPeriod, start: date) -> date:
+    total_months = start.month - 1 + period.months + 12 * period.years
+    year = start.year + total_months // 12
+    month = total_months % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return date.fromordinal(date(year, month, day).toordinal() + period.days)
 
 
 def kcd_category(code: str) -> str:

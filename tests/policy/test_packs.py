@@ -242,3 +242,18 @@ def test_a_malformed_data_list_is_refused(tmp_path: Path, pack_dir: Path) -> Non
 def test_a_missing_pack_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PackError, match="does not exist"):
         load_packs(tmp_path / "nowhere")
+
+
+def test_a_country_that_forbids_even_tri_party_care_is_denied_as_data_says(
+    pack_dir: Path,
+) -> None:
+    path = pack_dir / "country-mn.toml"
+    section = _section(path, "tri_party_allowed")
+    _edit(path, section, section.replace("value = true", "value = false"))
+    registry = load_packs(pack_dir)
+    for tri_party in (True, False):
+        data = build({"patient.current_country": "MN", "visit.tri_party": tri_party})
+        decision = evaluate(parse_request(data), registry)
+        assert decision.decision.value == "denied"
+        assert "CROSS_BORDER_NOT_ALLOWED" in [reason.code.value for reason in decision.reasons]
+        assert [item.code.value for item in decision.alternatives] == ["IN_PERSON_VISIT"]

@@ -375,11 +375,9 @@ def _institution_kind(
             out.t(text.GROUP_RARE_WITHIN, window=text.period_label(language, rare_window))
         )
     if treatment_window is not None:
-        treatments = text.join(
-            [
-                text.history_kind_label(language, kind)
-                for kind in rules.hospital_level_treatment_kinds.value
-            ]
+        treatments = "/".join(
+            text.history_kind_label(language, kind)
+            for kind in rules.hospital_level_treatment_kinds.value
         )
         groups.append(
             out.t(

@@ -149,8 +149,8 @@ CROSS_BORDER_NOT_ALLOWED = N_(
 
 # Conditions
 SHARE_UNKNOWN = N_(
-    "Confirm that telemedicine is below {cap} of this institution's consultations (the share was "
-    "not given)."
+    "Confirm that telemedicine is not above {cap} of this institution's consultations (the share "
+    "was not given)."
 )
 VIDEO_REQUIRED = N_(
     "This condition needs a visual examination: hold the visit by video, not by phone."
@@ -220,15 +220,14 @@ def translated(language: str, message: str, **params: object) -> str:
 @lru_cache(maxsize=1024)
 def _period_label(translator: gettext.NullTranslations, period: CalendarPeriod) -> str:
     parts: list[str] = []
-    units = (
-        (period.years, "{count} year", "{count} years"),
-        (period.months, "{count} month", "{count} months"),
-        (period.days, "{count} day", "{count} days"),
-    )
-    for count, singular, plural in units:
-        if count or (singular == "{count} day" and not parts):
-            parts.append(translator.ngettext(singular, plural, count).format(count=count))
-    return " ".join(parts)
+    if period.years:
+        parts.append(translator.ngettext("{count} year", "{count} years", period.years))
+    if period.months:
+        parts.append(translator.ngettext("{count} month", "{count} months", period.months))
+    if period.days or not parts:
+        parts.append(translator.ngettext("{count} day", "{count} days", period.days))
+    counts = [count for count in (period.years, period.months, period.days) if count] or [0]
+    return " ".join(part.format(count=count) for part, count in zip(parts, counts, strict=True))
 
 
 def period_label(language: str, period: CalendarPeriod) -> str:
@@ -237,7 +236,8 @@ def period_label(language: str, period: CalendarPeriod) -> str:
 
 
 def join(items: list[str]) -> str:
-    return ", ".join(items)
+    # Items may contain commas themselves ("rare disease, seen in person here within 1 year").
+    return "; ".join(items)
 
 
 def flag_label(language: str, flag: PatientFlag) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaejin.policy import default_registry, evaluate, parse_request
+from jaejin.policy import Decision, default_registry, evaluate, parse_request
 from jaejin.policy.korean_time import KST
 from jaejin.policy.vocabulary import (
     DocumentKind,
@@ -151,3 +151,11 @@ def test_the_decision_depends_on_the_instant_not_on_the_offset_it_is_written_in(
     moved = dict(data)
     moved["at"] = datetime.fromisoformat(data["at"]).astimezone(other_offset).isoformat()
     assert _decide(moved) == _decide(data)
+
+
+@settings(max_examples=50, deadline=None)
+@given(requests())
+def test_a_stored_decision_reads_back_unchanged(data: dict[str, Any]) -> None:
+    decision = evaluate(parse_request(data), REGISTRY)
+    stored = decision.model_dump(mode="json")
+    assert Decision.model_validate(stored).model_dump(mode="json") == stored

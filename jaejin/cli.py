@@ -15,6 +15,8 @@ from sqlalchemy import select
 from jaejin.core.accounts import Role
 from jaejin.core.config import get_settings
 from jaejin.core.database import get_engine, session_scope
+from jaejin.core.errors import Problem
+from jaejin.core.i18n import translate
 
 app = typer.Typer(help="Jaejin: telemedicine follow-up platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -39,6 +41,13 @@ for _module, _attribute, _name in CAPABILITY_COMMANDS:
     except ModuleNotFoundError as missing:
         if missing.name != _module:
             raise
+
+
+def _problem_text(problem: Problem) -> str:
+    """A refusal as an operator reads it: the code, the message, and what each field needs."""
+    lines = [f"{problem.code}: {translate('en', problem.message, **problem.params)}"]
+    lines += [f"  {error.field}: {error.rendered('en')['message']}" for error in problem.errors]
+    return "\n".join(lines)
 
 
 @app.command()
@@ -131,21 +140,19 @@ def user_create(
 ) -> None:
     """Create a staff account (patients join by invitation)."""
     from jaejin.accounts.service import create_user
-    from jaejin.core.errors import Problem
     from jaejin.directory.store import Institution
 
     with session_scope() as db:
         found = db.execute(select(Institution).where(Institution.code == institution)
                            ).scalar_one_or_none()
         if found is None:
-            console.print(f"[red]no institution with code {institution!r}[/red]")
+            typer.echo(f"no institution with code {institution!r}", err=True)
             raise typer.Exit(2)
         try:
             user = create_user(db, email=email, password=password, display_name=name,
                                language=language, memberships=[(found.id, role)])
         except Problem as problem:
-            console.print(f"[red]{problem.code}: {problem.message.format(**problem.params)}"
-                          "[/red]")
+            typer.echo(_problem_text(problem), err=True)
             raise typer.Exit(2) from None
         console.print(f"created user {user.id} <{user.email}> as {role.value}")
 
@@ -158,7 +165,6 @@ def client_create(
 ) -> None:
     """Create a system client; prints its credentials once, as JSON."""
     from jaejin.accounts.service import create_client
-    from jaejin.core.errors import Problem
     from jaejin.directory.store import Institution
 
     with session_scope() as db:
@@ -170,7 +176,7 @@ def client_create(
         try:
             client, secret = create_client(db, found, name, scope)
         except Problem as problem:
-            typer.echo(f"{problem.code}: {problem.message.format(**problem.params)}", err=True)
+            typer.echo(_problem_text(problem), err=True)
             raise typer.Exit(2) from None
         typer.echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
 
@@ -183,10 +189,12 @@ def audit_verify() -> None:
     with session_scope() as db:
         report = verify_chain(db)
     if report.intact:
-        console.print(f"audit chain intact: {report.entries_checked} entries verified")
+        typer.echo(f"audit chain intact: {report.entries_checked} entries verified")
         return
+    # Plain lines, never wrapped: operators grep and forward this output.
     for problem in report.problems:
-        console.print(f"[red]entry {problem.sequence}: {problem.problem}[/red]")
-    console.print(f"[red]audit chain BROKEN: {len(report.problems)} problems in "
-                  f"{report.entries_checked} entries[/red]")
+        where = f"entry {problem.sequence}" if problem.sequence is not None else "chain"
+        typer.secho(f"{where}: {problem.problem}", fg="red", err=True)
+    typer.secho(f"audit chain BROKEN: {len(report.problems)} problems in "
+                f"{report.entries_checked} entries", fg="red", err=True)
     raise typer.Exit(1)

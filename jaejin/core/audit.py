@@ -198,6 +198,10 @@ def verify_chain(session: Session) -> VerificationReport:
         expected_sequence = entry.sequence + 1
         previous_hash = entry.entry_hash
     head = session.get(AuditChainHead, 1)
+    if head is None and report.entries_checked:
+        report.problems.append(ChainProblem(
+            None, "the chain head is missing (deleted): the newest entries cannot be vouched for"
+        ))
     if head is not None and (
         head.last_sequence != expected_sequence - 1 or head.last_hash != previous_hash
     ):

@@ -20,7 +20,7 @@ from jaejin.core.audit import AuditActor, AuditEvent, record
 from jaejin.core.config import Settings, get_settings
 from jaejin.core.database import get_engine, session_factory, utcnow
 from jaejin.core.errors import Problem, not_found
-from jaejin.core.i18n import N_
+from jaejin.core.i18n import N_, negotiate_language
 from jaejin.core.security import decode_access_token, new_token, token_digest
 
 SESSION_COOKIE = "jaejin_session"
@@ -145,7 +145,8 @@ def _principal_from_bearer(token: str, request: Request, db: Session) -> Princip
             kind="client",
             subject_id=client.id,
             label=f"client:{client.name}",
-            language="en",
+            # A system has no profile to keep a language in: answer in the one it asks for.
+            language=negotiate_language(request.headers.get("accept-language"), default="en"),
             time_zone="UTC",
             memberships=frozenset({(client.institution_id, Role.SYSTEM_CLIENT)}),
             scopes=frozenset(claims.get("scope", "").split()),

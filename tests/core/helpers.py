@@ -11,18 +11,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, MetaData, Table, func, select
 from sqlalchemy.orm import Session
 
 from jaejin.core import events, security
 from jaejin.core.audit import AuditEntry
 from jaejin.core.config import Settings
 from jaejin.core.database import session_factory
+
+HANGUL = re.compile("[\uac00-\ud7a3]")
+#: The core's Korean catalogue; once it exists, problem details must really be Korean.
+KOREAN_CORE_CATALOGUE = Path(__file__).resolve().parents[2] / "jaejin/core/locales/ko"
 
 #: argon2id at the lowest cost that is still argon2id: a hash takes ~1 ms instead of ~200 ms.
 TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -41,6 +47,27 @@ def fast_password_hashing() -> Iterator[None]:
         yield
     finally:
         security._password_hasher, security._DUMMY_HASH = saved
+
+
+@lru_cache(maxsize=4)
+def _tables_in_delete_order(url: str, engine: Engine) -> tuple[Table, ...]:
+    reflected = MetaData()
+    reflected.reflect(bind=engine)
+    return tuple(table for table in reversed(reflected.sorted_tables)
+                 if table.name != "alembic_version")
+
+
+def empty_database(engine: Engine) -> None:
+    """Delete every row of every table, children first.
+
+    DELETE on a test database's few rows takes milliseconds where PostgreSQL's TRUNCATE takes
+    half a second; the tables are reflected from the database so capabilities' tables are
+    emptied too.
+    """
+    tables = _tables_in_delete_order(engine.url.render_as_string(hide_password=False), engine)
+    with engine.begin() as connection:
+        for table in tables:
+            connection.execute(table.delete())
 
 
 @contextmanager

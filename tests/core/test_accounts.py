@@ -394,10 +394,10 @@ def _new_clinician_without_authenticator(db, actors) -> User:
     return user
 
 
-def _secret_on_setup_page(html: str) -> str:
-    marker = '<code id="totp-secret">'
-    start = html.index(marker) + len(marker)
-    return html[start:html.index("</code>", start)]
+def _secret_on_setup_page(page: str) -> str:
+    match = re.search(r'<code id="totp-secret"[^>]*>([A-Z2-7]+)</code>', page)
+    assert match, "the setup page shows no key to type in"
+    return match.group(1)
 
 
 def test_a_new_clinician_enrols_an_authenticator_and_a_replayed_code_is_refused(client, db,

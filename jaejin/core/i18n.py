@@ -9,6 +9,7 @@ message id, which is the English text.
 from __future__ import annotations
 
 import gettext as _gettext
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -130,8 +131,11 @@ def compile_catalogues() -> list[Path]:
         with po_path.open("rb") as po_file:
             catalogue = read_po(po_file)
         mo_path = po_path.with_suffix(".mo")
-        with mo_path.open("wb") as mo_file:
+        # Write beside, then rename: a running server never reads a half-written catalogue.
+        partial = mo_path.with_suffix(f".mo.{os.getpid()}.tmp")
+        with partial.open("wb") as mo_file:
             write_mo(mo_file, catalogue)
+        os.replace(partial, mo_path)
         written.append(mo_path)
     get_translator.cache_clear()
     return written

@@ -178,10 +178,11 @@ def _grid_in_window(
 ) -> list[Slot]:
     slots: list[Slot] = []
     previous_occupied_until: datetime | None = None
+    duration_minutes, step_minutes = visit_type.duration_minutes, visit_type.step_minutes
     minute = window.start_minute
-    while minute + visit_type.duration_minutes <= window.end_minute:
+    while minute + duration_minutes <= window.end_minute:
         local = wall_datetime(window.day, minute, zone)
-        minute += visit_type.step_minutes
+        minute += step_minutes
         if classify_wall_time(local) is WallTimeKind.NONEXISTENT:
             continue
         start = local.replace(fold=0).astimezone(UTC)
@@ -270,7 +271,7 @@ def _select(
         )
         if interpreter_windows is not None and require_interpreter and not interpreter_free:
             continue
-        chosen.append(replace(slot, interpreter_available=interpreter_free))
+        chosen.append(replace(slot, interpreter_available=True) if interpreter_free else slot)
     return chosen
 
 

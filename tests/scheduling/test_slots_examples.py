@@ -478,3 +478,18 @@ def test_free_windows_are_clipped_to_the_range_and_merge_touching_hours() -> Non
     )
 
     assert windows == [Interval(at(SEOUL, 2026, 6, 2, 9, 30), at(SEOUL, 2026, 6, 2, 11))]
+
+
+def test_hours_starting_inside_a_repeated_hour_run_continuously_through_it() -> None:
+    # New York, 2026-11-01: 01:00-02:00 happens twice. Hours 01:30-03:00 start at the first
+    # 01:30 and continue through the repeat, so a 30-minute visit at 01:30 EDT is whole.
+    slots = compute_slots(
+        every_day("01:30", "03:00"), NEW_YORK, INTERNATIONAL, VisitMode.VIDEO,
+        date(2026, 11, 1), date(2026, 11, 1), [], NO_HOLIDAYS, LONG_AGO,
+    )
+
+    assert [local_clock(slot.start, NEW_YORK) for slot in slots] == [
+        "2026-11-01 01:30 -0400",
+        "2026-11-01 02:10 -0500",
+    ]
+    assert slots[0].end == datetime(2026, 11, 1, 6, 0, tzinfo=UTC)

@@ -55,7 +55,7 @@ zones = st.one_of(st.sampled_from(NAMED_ZONES), st.sampled_from(ALL_ZONES)).map(
 days = st.dates(min_value=date(1975, 1, 1), max_value=date(2045, 12, 31))
 MODES = list(VisitMode)
 # A deeper search on demand: JAEJIN_PROPERTY_EXAMPLES=5000 pytest tests/scheduling
-EXAMPLES = int(os.environ.get("JAEJIN_PROPERTY_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("JAEJIN_PROPERTY_EXAMPLES", "100"))
 PROPERTY_SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -127,9 +127,9 @@ class VisitServer:
     async def device_check_page(self, request: Request) -> HTMLResponse:
         language = request.query_params.get("lang", "en")
         attributes = {
-            "data-download-url": "/throughput/download?bytes=4000000",
+            "data-download-url": "/throughput/download?bytes=1000000",
             "data-upload-url": "/throughput/upload",
-            "data-upload-bytes": "2000000",
+            "data-upload-bytes": "500000",
             "data-required-mbps": request.query_params.get("required", "5"),
             "data-continue-url": "/visits/visit-1/as/patient-lee",
             "data-texts": texts_for("device_check", language),

@@ -9,8 +9,11 @@
 //   data-upload-url             where a shared file is POSTed (multipart field "file")
 //   data-participants           optional JSON {participantId: display name}
 //   data-texts                  JSON {key: translated text}; every word shown comes from here
-//   data-audio-only-below-mbps  optional, default 1: below this throughput send audio only
+//   data-audio-only-below-mbps  optional, default 1: start audio-only when the throughput the
+//                               device check measured (or data-measured-mbps) is below this
 //   data-measured-mbps          optional throughput measured by the device check
+// During the call, video is paused (audio continues) when a connection's estimated outgoing
+// bandwidth stays below CALL_VIDEO_FLOOR_MBPS; the participant can turn the camera back on.
 // Texts may contain {placeholders}; a missing key shows the key itself, never English.
 
 const ROLE_KEYS = {
@@ -25,6 +28,8 @@ const KEEPALIVE_TIMEOUT_MS = 10000;
 const DISCONNECTED_GRACE_MS = 3000;
 const BANDWIDTH_CHECK_INTERVAL_MS = 4000;
 const LOW_BANDWIDTH_SAMPLES = 3;
+// Below about 150 kbit/s per connection video is a slideshow that starves the audio.
+const CALL_VIDEO_FLOOR_MBPS = 0.15;
 const THROUGHPUT_STORAGE_KEY = 'jaejin.throughputMbps';
 
 function parseJson(text, fallback) {
@@ -400,7 +405,7 @@ class Visit {
         // A connection closing between the loop and getStats: skip it this round.
       }
     }
-    if (lowest < this.audioOnlyBelowMbps && this.cameraTrack && !this.screenTrack
+    if (lowest < CALL_VIDEO_FLOOR_MBPS && this.cameraTrack && !this.screenTrack
         && !this.videoSuppressedForBandwidth && !this.media.camera_off) {
       this.lowBandwidthSamples += 1;
       if (this.lowBandwidthSamples >= LOW_BANDWIDTH_SAMPLES) {

@@ -1,0 +1,90 @@
+"""Browser fixtures: the live app, one headless Chromium per worker, a fresh context per test.
+
+Every browser test module sets `pytestmark = BROWSER_TESTS` so that one xdist worker runs them
+all (`--dist loadgroup`) and they share a single browser and server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from tests.live_server import LiveServer, running_server
+
+CHROMIUM = os.environ.get("JAEJIN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+#: Where screenshots go; set JAEJIN_SCREENSHOT_DIR to keep them for review.
+SCREENSHOT_DIR_VARIABLE = "JAEJIN_SCREENSHOT_DIR"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+ContextFactory = Callable[..., BrowserContext]
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Any) -> Iterator[LiveServer]:
+    with running_server(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def playwright_driver() -> Iterator[Playwright]:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (run `make system-deps`)")
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver: Playwright) -> Iterator[Browser]:
+    chromium = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                                 headless=True)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def new_context(browser: Browser, live_server: LiveServer) -> Iterator[ContextFactory]:
+    """Open browser contexts (each its own cookies) with a locale and time zone of choice."""
+    opened: list[BrowserContext] = []
+
+    def open_context(locale: str = "en-US", timezone_id: str = "Asia/Seoul",
+                     viewport: dict[str, int] | None = None) -> BrowserContext:
+        context = browser.new_context(base_url=live_server.url, locale=locale,
+                                      timezone_id=timezone_id, viewport=viewport or DESKTOP)
+        context.set_default_timeout(10_000)
+        opened.append(context)
+        return context
+
+    yield open_context
+    for context in opened:
+        context.close()
+
+
+@pytest.fixture
+def page(new_context: ContextFactory) -> Page:
+    return new_context().new_page()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = os.environ.get(SCREENSHOT_DIR_VARIABLE)
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def screenshot(screenshot_dir: Path) -> Callable[[Page, str], Path]:
+    def take(target: Page, name: str) -> Path:
+        path = screenshot_dir / f"{name}.png"
+        target.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take

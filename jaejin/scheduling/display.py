@@ -7,6 +7,7 @@ dates differ, because that is where people book the wrong day.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
@@ -19,6 +20,8 @@ from jaejin.scheduling.zones import ensure_aware, offset_label
 _OFFSET_ONLY_ZONES = frozenset(
     {"UTC", "UCT", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich", "Universal", "Zulu"}
 )
+
+DateStyle = Literal["none", "weekday", "full"]
 
 SIDE_PATTERN = N_("{when} {city}")
 DUAL_PATTERN = N_("{institution} = {patient}")
@@ -43,7 +46,9 @@ def zone_city_name(zone: ZoneInfo, lang: str, at: datetime) -> str:
     return str(city).rsplit("/", 1)[-1]
 
 
-def format_local_time(instant: datetime, zone: ZoneInfo, lang: str, *, date_style: str) -> str:
+def format_local_time(
+    instant: datetime, zone: ZoneInfo, lang: str, *, date_style: DateStyle
+) -> str:
     """The wall-clock time of `instant` in `zone`, 24-hour.
 
     `date_style`: "none" (09:00), "weekday" (Tue 09:00) or "full" (Tue, Mar 10, 09:00).
@@ -62,7 +67,9 @@ def format_local_time(instant: datetime, zone: ZoneInfo, lang: str, *, date_styl
     raise ValueError(f"date_style must be none, weekday or full, got {date_style!r}")
 
 
-def zone_label(instant: datetime, zone: ZoneInfo, lang: str, *, date_style: str = "full") -> str:
+def zone_label(
+    instant: datetime, zone: ZoneInfo, lang: str, *, date_style: DateStyle = "full"
+) -> str:
     """One side of a label: "Tue, Mar 10, 09:00 Seoul" / "서울 3월 10일 (화) 09:00"."""
     return translate(
         lang,
@@ -83,7 +90,7 @@ def dual_zone_label(
     instant = ensure_aware(instant, "instant")
     at_institution = instant.astimezone(institution_zone)
     at_patient = instant.astimezone(patient_zone)
-    style = "none" if at_institution.date() == at_patient.date() else "weekday"
+    style: DateStyle = "none" if at_institution.date() == at_patient.date() else "weekday"
     institution_side = zone_label(instant, institution_zone, lang, date_style=style)
     if institution_zone.key == patient_zone.key:
         return institution_side

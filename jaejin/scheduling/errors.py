@@ -72,12 +72,15 @@ class SchedulingError(ValueError):
     def http_status(self) -> int:
         return SUGGESTED_HTTP_STATUS[self.code]
 
-    def translated(self, lang: str) -> str:
-        params = {
+    def params_in(self, lang: str) -> dict[str, object]:
+        """The parameters with any `Message` value (a mode, a status) translated into `lang`."""
+        return {
             name: translate(lang, value) if isinstance(value, Message) else value
             for name, value in self.params.items()
         }
-        return translate(lang, self.message, **params)
+
+    def translated(self, lang: str) -> str:
+        return translate(lang, self.message, **self.params_in(lang))
 
     def to_dict(self, lang: str) -> dict[str, object]:
         """The error as a JSON-ready body: stable code, message in `lang`, offending field."""

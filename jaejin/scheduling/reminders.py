@@ -62,7 +62,8 @@ def reminder_text(
     practitioner_name: str,
     join_url: str | None = None,
 ) -> str:
-    """The SMS body, e.g. "... at Tue, Mar 10, 09:00 Seoul (Mon 19:00 New York = ...)"."""
+    """The SMS body in `lang`: the time in the recipient's zone, then both zones side by side,
+    e.g. "... at Mon, Mar 9, 20:00 New York (Tue 09:00 Seoul = Mon 20:00 New York). Join: ..."."""
     when = zone_label(start, recipient_zone, lang)
     if recipient_zone.key != institution_zone.key:
         when = f"{when} ({dual_zone_label(start, institution_zone, recipient_zone, lang)})"

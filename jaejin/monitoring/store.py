@@ -128,6 +128,9 @@ class CarePlanRow(Base):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deactivated_at: Mapped[datetime | None]
+    #: When the scheduled checks (missing data, trends, CGM metrics) last ran for this plan; a
+    #: worker claims plans whose time has come, so several workers never evaluate one twice.
+    evaluated_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class AlertStatus:
@@ -186,6 +189,26 @@ class AlertRow(Base):
     resolution_note: Mapped[str] = mapped_column(Text, default="")
     escalated_at: Mapped[datetime | None]
     escalated_to: Mapped[str | None] = mapped_column(String(200))
+
+
+class EscalationPolicyRow(Base):
+    """How an institution escalates a critical alert nobody acknowledged.
+
+    After `escalate_after_minutes` the on-call clinician (`on_call_user_id`, a clinician of the
+    institution who took the on-call duty) is notified by e-mail, and by SMS to `on_call_phone`
+    when given. An institution without a row uses the defaults (15 minutes; the clinician who
+    set the patient's care plan).
+    """
+
+    __tablename__ = "monitoring_escalation_policies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), unique=True)
+    escalate_after_minutes: Mapped[int] = mapped_column(default=15)
+    on_call_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    on_call_phone: Mapped[str | None] = mapped_column(String(32))
+    updated_by: Mapped[str] = mapped_column(String(80))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class NightscoutSecretRow(Base):

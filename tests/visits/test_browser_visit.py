@@ -196,10 +196,14 @@ def test_four_participants_each_receive_the_three_others(
 ) -> None:
     ids = list(PARTICIPANTS)
     pages = [participants(single_worker, visit, participant_id) for participant_id in ids]
-    for page in pages:
-        others = [other for other in ids if other != page.id]
-        eventually(lambda page=page, others=others: receives_video_from(page, others),
-                   f"{page.id} decodes video from {others}", pages)
+    def everyone_receives_the_others() -> bool:
+        return all(
+            receives_video_from(page, [other for other in ids if other != page.id])
+            for page in pages
+        )
+
+    eventually(everyone_receives_the_others, "each browser decodes the three others' video",
+               pages)
     counts = {page.id: page.page.locator(".tile").count() for page in pages}
     assert counts == dict.fromkeys(ids, 4)
 
@@ -257,6 +261,7 @@ def test_a_participant_whose_connection_drops_reconnects_and_video_flows_again(
     doctor_floor = {"patient-lee": frames_from(doctor, "patient-lee")}
     eventually(lambda: receives_video_from(doctor, ["patient-lee"], doctor_floor),
                "video keeps flowing after the cut", pages)
+    assert single_worker.hub is not None
     seated = single_worker.call(single_worker.hub.participants(visit))
     assert sorted(entry.participant_id for entry in seated) == ["dr-kim", "patient-lee"]
     assert set(doctor.stats()) == {"patient-lee"}

@@ -188,7 +188,7 @@ interval_strategy = st.tuples(
 @settings(max_examples=200, deadline=None)
 @given(intervals=st.lists(interval_strategy, max_size=8), data=st.data())
 def test_clinician_time_is_the_union_of_the_intervals(intervals, data) -> None:
-    covered = set()
+    covered: set[int] = set()
     for interval in intervals:
         assert interval.ended_at is not None
         start = int((interval.started_at - T0).total_seconds())

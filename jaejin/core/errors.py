@@ -254,7 +254,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge()
             return message
 
         try:
@@ -273,8 +273,12 @@ class BodySizeLimit:
         await response(scope, _no_receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in. An HTTPException, so that FastAPI passes it on as a
+    413 instead of wrapping it in its generic 400 'error parsing the body'."""
+
+    def __init__(self) -> None:
+        super().__init__(413)
 
 
 async def _no_receive() -> Message:

@@ -19,7 +19,7 @@ from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditEvent
 from jaejin.core.authn import AppSettings, DbSession, Principal, audit, requires
 from jaejin.core.database import utcnow
-from jaejin.core.errors import Problem, not_found
+from jaejin.core.errors import FieldError, Problem, not_found
 from jaejin.core.i18n import N_
 from jaejin.directory import model
 from jaejin.directory.store import (
@@ -116,9 +116,11 @@ def search_practitioners(
     licence_number: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[model.PractitionerPublic]:
-    query = (select(Practitioner).join(PractitionerRole)
-             .where(PractitionerRole.institution_id.in_(principal.institutions_where(*READERS)))
-             .order_by(Practitioner.id).limit(limit).distinct())
+    # A subquery rather than JOIN ... DISTINCT: PostgreSQL cannot compare json columns.
+    working_here = select(PractitionerRole.practitioner_id).where(
+        PractitionerRole.institution_id.in_(principal.institutions_where(*READERS)))
+    query = (select(Practitioner).where(Practitioner.id.in_(working_here))
+             .order_by(Practitioner.id).limit(limit))
     if licence_number:
         query = query.where(Practitioner.licence_number == licence_number)
     return [_practitioner_public(p) for p in db.execute(query).scalars()]
@@ -167,8 +169,11 @@ def update_practitioner(practitioner_id: int, body: model.PractitionerUpdate,
         if role.institution_id in principal.institutions_where(*REGISTRARS):
             _apply(role, role_changes)
     changed = _apply(practitioner, changes) + sorted(role_changes)
-    audit(db, principal, AuditEvent("update", "practitioner", str(practitioner.id),
-                                    purpose="operations", detail={"fields": changed}))
+    for institution_id in sorted({role.institution_id for role in practitioner.roles}
+                                 & principal.institutions_where(*REGISTRARS)):
+        audit(db, principal, AuditEvent("update", "practitioner", str(practitioner.id),
+                                        institution_id=institution_id, purpose="operations",
+                                        detail={"fields": changed}))
     db.commit()
     return _practitioner_public(practitioner)
 
@@ -197,12 +202,23 @@ def search_patients(
             | (Patient.family_name_native + Patient.given_name_native).like(f"%{name}%")
         )
     patients = list(db.execute(query.order_by(Patient.id).limit(limit)).scalars())
-    audit(db, principal, AuditEvent(
-        "search", "patient", None, purpose="treatment",
-        detail={"mrn": mrn, "name": bool(name), "results": [p.id for p in patients]},
-    ))
+    audit_search(db, principal, patients, scope,
+                 {"mrn": mrn, "name": bool(name), "results": len(patients)})
     db.commit()
     return [_patient_public(p) for p in patients]
+
+
+def audit_search(db: Session, principal: Principal, patients: list[Patient],
+                 scope: set[int], detail: dict[str, Any]) -> None:
+    """One entry per patient disclosed, so each shows up when an auditor looks that patient up;
+    a search that found nobody is still recorded, under each institution searched."""
+    for patient in patients:
+        audit(db, principal, AuditEvent("search", "patient", str(patient.id), patient.id,
+                                        patient.institution_id, detail=detail))
+    if not patients:
+        for institution_id in sorted(scope):
+            audit(db, principal, AuditEvent("search", "patient", None,
+                                            institution_id=institution_id, detail=detail))
 
 
 @router.post("/patients", status_code=201, response_model=model.PatientPublic)
@@ -240,10 +256,12 @@ def update_patient(patient_id: int, body: model.PatientUpdate, principal: Regist
                    db: DbSession) -> model.PatientPublic:
     patient = load_patient(db, principal, patient_id, REGISTRARS)
     changes = body.model_dump(exclude_unset=True, mode="json")
-    if changes.get("residence_region") and (changes.get("residence_country")
-                                            or patient.residence_country) != "KR":
-        raise Problem(422, "VALIDATION_FAILED", N_("residence_region applies only to residents "
-                                                   "of Korea."))
+    region = changes.get("residence_region", patient.residence_region)
+    if region and changes.get("residence_country", patient.residence_country) != "KR":
+        # Also when only the country changes: a move abroad must clear the Korean region.
+        raise Problem(422, "VALIDATION_FAILED", N_("Some fields are not valid."), errors=[
+            FieldError("residence_region", "VALUE_ERROR",
+                       N_("residence_region applies only to residents of Korea."))])
     changed = _apply(patient, changes)
     audit(db, principal, AuditEvent("update", "patient", str(patient.id), patient.id,
                                     patient.institution_id, detail={"fields": changed}))
@@ -339,21 +357,50 @@ def record_encounter(body: model.EncounterCreate, principal: Recorder, db: DbSes
     if body.practitioner_id is not None:
         load_practitioner(db, principal, body.practitioner_id, RECORDERS)
     if body.external_id:
-        existing = db.execute(select(Encounter).where(
-            Encounter.institution_id == patient.institution_id,
-            Encounter.external_id == body.external_id)).scalar_one_or_none()
+        existing = _encounter_by_external_id(db, patient.institution_id, body.external_id)
         if existing is not None:
-            # A hospital system retrying after a timeout gets the encounter it already made.
-            response.status_code = 200
-            return existing
+            return _replayed_encounter(db, principal, existing, patient, response)
     encounter = Encounter(institution_id=patient.institution_id, **body.model_dump())
     db.add(encounter)
-    db.flush()
+    try:
+        db.flush()
+    except IntegrityError:
+        # Two retries of the same external_id raced; the first one's encounter stands.
+        db.rollback()
+        existing = _encounter_by_external_id(db, patient.institution_id, body.external_id)
+        if existing is None:
+            raise
+        return _replayed_encounter(db, principal, existing, patient, response)
     audit(db, principal, AuditEvent("create", "encounter", str(encounter.id), patient.id,
                                     patient.institution_id))
     db.commit()
     response.headers["Location"] = f"/api/v1/encounters/{encounter.id}"
     return encounter
+
+
+def _encounter_by_external_id(db: Session, institution_id: int,
+                              external_id: str | None) -> Encounter | None:
+    if not external_id:
+        return None
+    return db.execute(select(Encounter).where(
+        Encounter.institution_id == institution_id,
+        Encounter.external_id == external_id)).scalar_one_or_none()
+
+
+def _replayed_encounter(db: Session, principal: Principal, existing: Encounter,
+                        patient: Patient, response: Response) -> Encounter:
+    """A hospital system retrying after a timeout gets the encounter it already made; the same
+    external_id for another patient is a mistake on its side, not a retry."""
+    if existing.patient_id != patient.id:
+        raise Problem(409, "ENCOUNTER_EXISTS",
+                      N_("This external_id is already used for another patient's encounter."),
+                      extra={"external_id": existing.external_id})
+    audit(db, principal, AuditEvent("read", "encounter", str(existing.id), patient.id,
+                                    patient.institution_id, detail={"replay": True}))
+    db.commit()
+    response.status_code = 200
+    response.headers["Location"] = f"/api/v1/encounters/{existing.id}"
+    return existing
 
 
 def _load_encounter(db: Session, principal: Principal, encounter_id: int,
@@ -379,7 +426,8 @@ def update_encounter(encounter_id: int, body: model.EncounterUpdate, principal: 
     encounter = _load_encounter(db, principal, encounter_id, RECORDERS)
     changes = body.model_dump(exclude_unset=True)
     if changes.get("ended_at") and changes["ended_at"] < encounter.started_at:
-        raise Problem(422, "VALIDATION_FAILED", N_("ended_at is before started_at."))
+        raise Problem(422, "VALIDATION_FAILED", N_("Some fields are not valid."), errors=[
+            FieldError("ended_at", "VALUE_ERROR", N_("ended_at is before started_at."))])
     changed = _apply(encounter, changes)
     audit(db, principal, AuditEvent("update", "encounter", str(encounter.id),
                                     encounter.patient_id, encounter.institution_id,

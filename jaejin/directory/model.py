@@ -14,7 +14,14 @@ from zoneinfo import available_timezones
 
 import pycountry
 from babel import Locale, UnknownLocaleError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 
 class InstitutionKind(StrEnum):
@@ -135,6 +142,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def refuse_null(value: Any) -> Any:
+    """For partial updates: a field left out keeps its value, but a stored value that may not
+    be empty cannot be set to null either."""
+    if value is None:
+        raise ValueError("This field cannot be emptied: leave it out to keep its value.")
+    return value
+
+
+def check_birth_date(value: date) -> date:
+    if value > datetime.now(UTC).date():
+        raise ValueError("birth_date is in the future.")
+    if value.year < 1900:
+        raise ValueError("birth_date is before 1900.")
+    return value
+
+
+def check_started_in_the_past(value: datetime) -> datetime:
+    if value > datetime.now(UTC).replace(microsecond=0) + _CLOCK_SKEW:
+        raise ValueError("started_at is in the future: record encounters that happened.")
+    return value
+
+
 # ----------------------------------------------------------------------------- institutions
 
 
@@ -174,6 +203,9 @@ class PractitionerUpdate(Strict):
     department: Annotated[str | None, Field(max_length=80)] = None
     active: bool | None = None
 
+    _required_stay_filled = field_validator(
+        "name_native", "name_latin", "languages", "time_zone", "active")(refuse_null)
+
 
 class PractitionerPublic(BaseModel):
     id: int
@@ -211,15 +243,16 @@ class PatientBase(Strict):
     email: EmailAddress | None = None
     phone: PhoneNumber | None = None
 
-    @model_validator(mode="after")
-    def _consistent(self) -> PatientBase:
-        if self.birth_date > datetime.now(UTC).date():
-            raise ValueError("birth_date is in the future.")
-        if self.birth_date.year < 1900:
-            raise ValueError("birth_date is before 1900.")
-        if self.residence_region and self.residence_country != "KR":
+    _birth_date_is_past = field_validator("birth_date")(check_birth_date)
+
+    @field_validator("residence_region")
+    @classmethod
+    def _region_only_for_residents(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # residence_country is declared first, so it is validated by now (absent if invalid).
+        country = info.data.get("residence_country")
+        if value and country is not None and country != "KR":
             raise ValueError("residence_region applies only to residents of Korea.")
-        return self
+        return value
 
 
 class PatientCreate(PatientBase):
@@ -244,6 +277,11 @@ class PatientUpdate(Strict):
     long_term_care_grade: Annotated[int | None, Field(ge=1, le=6)] = None
     email: EmailAddress | None = None
     phone: PhoneNumber | None = None
+
+    _required_stay_filled = field_validator(
+        "family_name_latin", "given_name_latin", "residence_country", "current_country",
+        "languages", "preferred_language", "time_zone", "nhi_covered", "flags",
+    )(refuse_null)
 
 
 class PatientPublic(BaseModel):
@@ -294,6 +332,9 @@ class LocalPhysicianUpdate(Strict):
     phone: PhoneNumber | None = None
     languages: list[LanguageTag] | None = Field(default=None, max_length=10)
 
+    _required_stay_filled = field_validator("name", "clinic", "country", "languages")(
+        refuse_null)
+
 
 class LocalPhysicianPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -322,19 +363,24 @@ class EncounterCreate(Strict):
     conditions: list[ConditionCode] = Field(default_factory=list, max_length=20)
     summary: Annotated[str | None, Field(max_length=10_000)] = None
 
-    @model_validator(mode="after")
-    def _ordered(self) -> EncounterCreate:
-        if self.ended_at is not None and self.ended_at < self.started_at:
+    _started_in_the_past = field_validator("started_at")(check_started_in_the_past)
+
+    @field_validator("ended_at")
+    @classmethod
+    def _ended_after_start(cls, value: datetime | None,
+                           info: ValidationInfo) -> datetime | None:
+        started = info.data.get("started_at")
+        if value is not None and started is not None and value < started:
             raise ValueError("ended_at is before started_at.")
-        if self.started_at > datetime.now(UTC).replace(microsecond=0) + _CLOCK_SKEW:
-            raise ValueError("started_at is in the future: record encounters that happened.")
-        return self
+        return value
 
 
 class EncounterUpdate(Strict):
     ended_at: AwareDatetime | None = None
     conditions: list[ConditionCode] | None = Field(default=None, max_length=20)
     summary: Annotated[str | None, Field(max_length=10_000)] = None
+
+    _required_stay_filled = field_validator("conditions")(refuse_null)
 
 
 class EncounterPublic(BaseModel):

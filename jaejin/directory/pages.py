@@ -14,7 +14,7 @@ from jaejin.core.audit import AuditEvent
 from jaejin.core.authn import AppSettings, DbSession, Principal, audit, requires
 from jaejin.core.errors import Problem
 from jaejin.core.i18n import N_, normalise_language
-from jaejin.directory.api import load_patient
+from jaejin.directory.api import audit_search, load_patient
 from jaejin.directory.store import Consent, Encounter, Institution, Patient
 from jaejin.web import navigation
 from jaejin.web.templating import render
@@ -43,8 +43,8 @@ def patient_list(request: Request, principal: Staff, db: DbSession,
     patients = list(db.execute(query.order_by(Patient.family_name_latin).limit(200)).scalars())
     institutions = {i.id: i for i in db.execute(
         select(Institution).where(Institution.id.in_(scope))).scalars()}
-    audit(db, principal, AuditEvent("search", "patient", None, purpose="treatment",
-                                    detail={"query": bool(q), "results": len(patients)}))
+    audit_search(db, principal, patients, scope,
+                 {"query": bool(q), "results": len(patients)})
     db.commit()
     return render(request, "directory/patients.html", principal, patients=patients, q=q,
                   institutions=institutions)

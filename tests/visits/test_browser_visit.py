@@ -355,6 +355,36 @@ def test_mute_chat_and_file_sharing_reach_the_other_participant(
     assert filename == "bp-readings.csv" and content.startswith(b"date,systolic")
 
 
+def test_the_clinician_shares_a_screen_and_the_patient_cannot(
+    single_worker: VisitServer, visit: str, participants: Callable[..., Participant]
+) -> None:
+    doctor = participants(single_worker, visit, "dr-kim")
+    patient = participants(single_worker, visit, "patient-lee")
+    pages = [doctor, patient]
+
+    def picture_shape() -> float:
+        video = patient.stats().get("dr-kim", {})
+        return video.get("frameWidth", 0) / max(1, video.get("frameHeight", 0))
+
+    eventually(lambda: receives_video_from(patient, ["dr-kim"]) and 1.2 < picture_shape() < 1.4,
+               "the patient sees the doctor's 4:3 camera", pages)
+    assert patient.page.locator('[data-action="screen"]').count() == 0
+
+    share = doctor.page.locator('[data-action="screen"]')
+    share.click()
+    eventually(lambda: share.get_attribute("aria-pressed") == "true", "sharing starts", pages)
+    # The same video sender now carries the 16:9 screen, without a new connection.
+    eventually(lambda: 1.7 < picture_shape() < 1.85, "the patient sees the 16:9 screen", pages)
+    sharing = translate("en", PAGE_TEXTS["visit"]["sharing_screen_indicator"])
+    eventually(lambda: sharing in (patient.page.locator(
+        '[data-peer-id="dr-kim"] .tile-state').text_content() or ""),
+        "the patient's tile says the doctor is sharing", pages)
+
+    share.click()
+    eventually(lambda: 1.2 < picture_shape() < 1.4, "back to the camera", pages)
+    assert share.get_attribute("aria-pressed") == "false"
+
+
 def test_someone_not_on_the_visit_sees_a_plain_refusal(
     single_worker: VisitServer, visit: str, participants: Callable[..., Participant]
 ) -> None:

@@ -358,6 +358,8 @@ class Visit {
       return;
     }
     this.screenTrack = stream.getVideoTracks()[0];
+    // Text on a shared screen must stay legible: keep resolution, drop frame rate instead.
+    if ('contentHint' in this.screenTrack) this.screenTrack.contentHint = 'detail';
     this.screenTrack.addEventListener('ended', () => this.stopScreenShare());
     this.selfTile.video.srcObject = stream;
     this.media.screen_sharing = true;
@@ -865,13 +867,19 @@ class Visit {
     for (const [id, peer] of this.peers) {
       let framesDecoded = 0;
       let bytesReceived = 0;
+      let frameWidth = 0;
+      let frameHeight = 0;
       const report = await peer.pc.getStats();
       report.forEach((stat) => {
         if (stat.type !== 'inbound-rtp') return;
         bytesReceived += stat.bytesReceived || 0;
-        if (stat.kind === 'video') framesDecoded += stat.framesDecoded || 0;
+        if (stat.kind === 'video') {
+          framesDecoded += stat.framesDecoded || 0;
+          frameWidth = stat.frameWidth || frameWidth;
+          frameHeight = stat.frameHeight || frameHeight;
+        }
       });
-      result[id] = { framesDecoded, bytesReceived };
+      result[id] = { framesDecoded, bytesReceived, frameWidth, frameHeight };
     }
     return result;
   }

@@ -91,7 +91,6 @@ class SignallingErrorCode(StrEnum):
     UNEXPECTED_ANSWER = "UNEXPECTED_ANSWER"
     SCREEN_SHARE_NOT_PERMITTED = "SCREEN_SHARE_NOT_PERMITTED"
     CONNECTION_REPLACED = "CONNECTION_REPLACED"
-    CONNECTION_CLOSED = "CONNECTION_CLOSED"
     SIGNALLING_UNAVAILABLE = "SIGNALLING_UNAVAILABLE"
 
 
@@ -109,7 +108,6 @@ _ERROR_MESSAGES: Mapping[SignallingErrorCode, str] = {
     SignallingErrorCode.SCREEN_SHARE_NOT_PERMITTED: "Only the clinician can share a screen.",
     SignallingErrorCode.CONNECTION_REPLACED: "This participant joined again from a newer "
     "connection.",
-    SignallingErrorCode.CONNECTION_CLOSED: "This connection is closed.",
     SignallingErrorCode.SIGNALLING_UNAVAILABLE: "Signalling is temporarily unavailable.",
 }
 

@@ -19,12 +19,14 @@ from jaejin.visits.signalling import (
     DEFAULT_MAX_MESSAGE_BYTES,
     InProcessBroker,
     ParticipantRole,
+    RedisBroker,
     SharedFile,
     SignallingHub,
     SignallingRefused,
+    broker_from_settings,
 )
 
-from .conftest import Inbox, roster_of, workers
+from .conftest import REDIS_TEST_URL, Inbox, roster_of, workers
 
 pytestmark = pytest.mark.anyio
 
@@ -430,6 +432,17 @@ async def test_rooms_of_different_visits_do_not_see_each_other(broker_kind: str)
         await doctor_inbox.next("chat")
         assert patient_inbox.of_type("chat") == [] and patient_inbox.of_type("offer") == []
         assert [p.participant_id for p in await first.participants("visit-b")] == [PATIENT]
+
+
+async def test_several_workers_share_rooms_through_redis_only_when_a_redis_url_is_set() -> None:
+    assert isinstance(broker_from_settings(None), InProcessBroker)
+    assert isinstance(broker_from_settings(""), InProcessBroker)
+    broker = broker_from_settings(REDIS_TEST_URL, presence_ttl=12.0)
+    try:
+        assert isinstance(broker, RedisBroker) and broker.presence_ttl == 12.0
+        assert await broker.presence("visit-without-anyone") == []
+    finally:
+        await broker.close()
 
 
 @settings(

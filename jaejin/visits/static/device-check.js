@@ -135,7 +135,8 @@ class DeviceCheck {
       actions.push(element('a', { href: this.continueUrl, text: this.t('continue') }));
     }
     this.root.replaceChildren(this.camera.section, this.microphone.section, this.speaker.section,
-      this.connection.section, this.summary, element('p', {}, actions));
+      this.connection.section, this.summary,
+      element('p', { class: 'device-check-actions' }, actions));
   }
 
   stopMedia() {

@@ -797,8 +797,9 @@ class Visit {
     const time = new Date(message.sent_at);
     const stamp = element('time', {
       datetime: message.sent_at,
-      text: Number.isNaN(time.getTime()) ? '' : ` ${time.toLocaleTimeString([],
-        { hour: '2-digit', minute: '2-digit' })}`,
+      // In the page's language (the template's <html lang>), in this device's time zone.
+      text: Number.isNaN(time.getTime()) ? '' : ` ${time.toLocaleTimeString(
+        document.documentElement.lang || [], { hour: '2-digit', minute: '2-digit' })}`,
     });
     this.chatEntry(message.from, [document.createTextNode(message.text), stamp]);
   }

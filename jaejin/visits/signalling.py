@@ -4,12 +4,21 @@ The hub knows nothing of HTTP or WebSockets. The route that owns the socket auth
 user, then hands every text frame to `Connection.receive` and gives the hub a `send` coroutine for
 the way back:
 
-    connection = await hub.connect(visit_id, participant_id, websocket.send_json)
+    try:
+        connection = await hub.connect(visit_id, participant_id, websocket.send_json)
+    except SignallingRefused:
+        await websocket.close(code=4403)
+        return
     try:
         async for frame in websocket.iter_text():
             await connection.receive(frame)
     finally:
         await connection.close()
+
+`close()` means the socket went away: the seat is kept for the presence TTL so a reconnecting
+page rejoins its call (the others restart ICE). A `leave` message frees the seat at once. When the
+hub closes a connection itself (the participant joined again elsewhere), `wait_closed()` returns
+after the error saying why was sent, and the route should then close the socket.
 
 Rooms span server workers through a `Broker`: `InProcessBroker` when there is one process,
 `RedisBroker` (pub/sub channel per visit, presence in a Redis hash) when there are several, so two

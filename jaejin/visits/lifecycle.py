@@ -71,8 +71,9 @@ TERMINAL_STATES: frozenset[VisitState] = frozenset(
     {VisitState.CLOSED, VisitState.NO_SHOW, VisitState.CANCELLED}
 )
 
-#: Decision values (as the policy engine spells them) that let a visit go ahead.
-ALLOWING_DECISIONS: frozenset[str] = frozenset({"allow", "allowed"})
+#: The policy engine's decision kinds (`jaejin.policy.vocabulary.DecisionKind`).
+ALLOWED_DECISION = "allowed"
+CONDITIONAL_DECISION = "conditional"
 
 
 class PolicyDecisionLike(Protocol):
@@ -91,9 +92,13 @@ class TransitionContext:
 
     `policy` is the policy engine's decision evaluated for the visit's scheduled time; it is
     required for check-in and start, and a missing one is treated as a refusal (fail closed).
+    A `conditional` decision lets the visit go ahead only once the caller says its conditions
+    are met; consent, identity and the local physician are checked here in any case.
     """
 
     policy: PolicyDecisionLike | None = None
+    #: For a `conditional` decision: the caller has met every condition the decision listed.
+    policy_conditions_met: bool = False
     consent_recorded: bool = False
     identity_verified_by: IdentityVerificationMethod | None = None
     local_physician_required: bool = False
@@ -176,15 +181,16 @@ def transition(
     if target is None:
         raise VisitTransitionError(VisitErrorCode.INVALID_TRANSITION, visit_state, event)
     if event in (VisitEvent.CHECK_IN, VisitEvent.START_CALL):
-        _require_policy_allows(visit_state, event, context.policy)
+        _require_policy_allows(visit_state, event, context)
     if event is VisitEvent.START_CALL:
         _require_ready_to_start(visit_state, event, context)
     return target
 
 
 def _require_policy_allows(
-    state: VisitState, event: VisitEvent, policy: PolicyDecisionLike | None
+    state: VisitState, event: VisitEvent, context: TransitionContext
 ) -> None:
+    policy = context.policy
     if policy is None:
         raise VisitTransitionError(
             VisitErrorCode.POLICY_DENIED_AT_START,
@@ -192,13 +198,26 @@ def _require_policy_allows(
             event,
             ("no policy decision was evaluated for this visit",),
         )
-    if str(policy.decision).lower() not in ALLOWING_DECISIONS:
-        raise VisitTransitionError(
-            VisitErrorCode.POLICY_DENIED_AT_START,
-            state,
-            event,
-            tuple(str(reason) for reason in policy.reasons),
-        )
+    kind = str(policy.decision).lower()
+    if kind == ALLOWED_DECISION:
+        return
+    if kind == CONDITIONAL_DECISION and context.policy_conditions_met:
+        return
+    reasons = list(policy.reasons)
+    denying = [reason for reason in reasons if str(getattr(reason, "effect", "")) == "deny"]
+    described = [_describe(reason) for reason in (denying or reasons)]
+    if kind == CONDITIONAL_DECISION:
+        described.insert(0, "the decision's conditions are not met yet")
+    raise VisitTransitionError(VisitErrorCode.POLICY_DENIED_AT_START, state, event, described)
+
+
+def _describe(reason: object) -> str:
+    """`CODE: message` for the policy engine's reasons, or the text of anything else."""
+    message = getattr(reason, "message", None)
+    code = getattr(reason, "code", None)
+    if isinstance(message, str) and message:
+        return f"{code}: {message}" if code is not None else message
+    return str(reason)
 
 
 def _require_ready_to_start(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaejin.policy.decision import Decision as PolicyDecision
+from jaejin.policy.decision import Reason
+from jaejin.policy.vocabulary import Code, DecisionKind, Effect
 from jaejin.visits.lifecycle import (
     TERMINAL_STATES,
     TRANSITIONS,
@@ -33,8 +36,8 @@ class Decision:
     reasons: tuple[str, ...] = ()
 
 
-ALLOWED = Decision("allow", ("kr-pilot-2025-10: follow-up at a clinic",))
-DENIED = Decision("deny", ("kr-pilot-2025-10: institution over the 30 % share cap",))
+ALLOWED = Decision("allowed", ("kr-pilot-2025-10: follow-up at a clinic",))
+DENIED = Decision("denied", ("kr-pilot-2025-10: institution over the 30 % share cap",))
 READY = TransitionContext(
     policy=ALLOWED,
     consent_recorded=True,
@@ -101,6 +104,46 @@ def test_a_visit_the_rules_no_longer_allow_cannot_check_in_or_start(
     assert refused.value.code is VisitErrorCode.POLICY_DENIED_AT_START
     assert refused.value.reasons == DENIED.reasons
     assert "share cap" in str(refused.value)
+
+
+def test_a_conditional_decision_starts_only_once_its_conditions_are_met() -> None:
+    conditional = Decision("conditional", ("video is mandatory for a wound check",))
+    pending = TransitionContext(
+        policy=conditional, consent_recorded=True,
+        identity_verified_by=IdentityVerificationMethod.ID_DOCUMENT_ON_VIDEO,
+    )
+    with pytest.raises(VisitTransitionError) as refused:
+        transition(VisitState.WAITING_ROOM, VisitEvent.START_CALL, pending)
+    assert refused.value.code is VisitErrorCode.POLICY_DENIED_AT_START
+    assert "conditions are not met" in refused.value.reasons[0]
+    met = TransitionContext(
+        policy=conditional, policy_conditions_met=True, consent_recorded=True,
+        identity_verified_by=IdentityVerificationMethod.ID_DOCUMENT_ON_VIDEO,
+    )
+    assert transition(VisitState.WAITING_ROOM, VisitEvent.START_CALL, met) is VisitState.IN_CALL
+
+
+def test_the_policy_engines_own_decision_is_accepted_and_its_denial_reasons_quoted() -> None:
+    denied = PolicyDecision(
+        decision=DecisionKind.DENIED, pack="kr-pilot-2025-10", country_pack=None,
+        decided_on=date(2026, 3, 2), lang="en",
+        reasons=[
+            Reason(Code.IN_PERSON_NOT_RESTRICTED, Effect.INFO, "Medical Service Act", False,
+                   "In-person care is always possible."),
+            Reason(Code.INSTITUTION_KIND_NOT_ALLOWED, Effect.DENY, "kr-pilot-2025-10", False,
+                   "Hospitals may not see this patient by telemedicine."),
+        ],
+        conditions=[], prescriptions=[], documents=[], alternatives=[],
+    )
+    with pytest.raises(VisitTransitionError) as refused:
+        transition(VisitState.SCHEDULED, VisitEvent.CHECK_IN, TransitionContext(policy=denied))
+    assert refused.value.reasons == (
+        "INSTITUTION_KIND_NOT_ALLOWED: Hospitals may not see this patient by telemedicine.",
+    )
+    allowed = denied.model_copy(update={"decision": DecisionKind.ALLOWED})
+    assert transition(
+        VisitState.SCHEDULED, VisitEvent.CHECK_IN, TransitionContext(policy=allowed)
+    ) is VisitState.CHECKED_IN
 
 
 def test_without_a_policy_decision_the_visit_does_not_start() -> None:

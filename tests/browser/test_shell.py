@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from jaejin.core.accounts import Role
-from tests.browser.conftest import PHONE, ContextFactory
+from tests.browser.conftest import DESKTOP, PHONE, ContextFactory
 from tests.browser.helpers import low_contrast_text, sign_in, unlabelled_controls, wait_for_path
 from tests.support import Actors
 
@@ -32,6 +32,18 @@ def test_switching_to_korean_then_arabic_relabels_the_page_and_turns_it_right_to
     expect(page.locator(".cards .card h2")).to_have_text(["환자"])
     expect(page.locator(".site-nav a[aria-current=page]")).to_have_text("홈")
     screenshot(page, "home-coordinator-ko")
+    page.click(".cards a[href='/patients']")
+    wait_for_path(page, "/patients")
+    expect(page.locator("caption")).to_have_text("환자 1명")
+    page.click(f"a[href='/patients/{actors.patients['a'].id}']")
+    expect(page.locator("table")).to_contain_text("대면")
+    assert low_contrast_text(page) == []
+    screenshot(page, "patient-coordinator-ko")
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(page, "patient-coordinator-ko-phone")
+    page.set_viewport_size(DESKTOP)
+    page.goto("/")
 
     _switch_language(page, "ar")
     expect(page.locator("html")).to_have_attribute("dir", "rtl")

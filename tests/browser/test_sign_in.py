@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from jaejin.accounts.service import create_user
 from jaejin.core.accounts import Role
-from tests.browser.helpers import low_contrast_text, sign_in, wait_for_path
+from tests.browser.helpers import low_contrast_text, wait_for_path
 from tests.support import PASSWORD, Actors
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
@@ -28,8 +28,8 @@ def _a_wrong_code(secret: str) -> str:
     return f"{candidate:06d}"
 
 
-def test_a_wrong_password_shows_the_error_and_keeps_the_email(page: Page, actors: Actors,
-                                                               screenshot) -> None:
+def test_a_coordinator_who_mistypes_sees_the_error_then_lands_on_home_with_their_cards(
+        page: Page, actors: Actors, screenshot) -> None:
     person = actors.person("a", Role.COORDINATOR)
     page.goto("/login")
     screenshot(page, "login-en")
@@ -44,14 +44,11 @@ def test_a_wrong_password_shows_the_error_and_keeps_the_email(page: Page, actors
     wait_for_path(page, "/login")
     screenshot(page, "login-error-en")
 
-
-def test_a_coordinator_lands_on_the_home_page_with_their_cards(page: Page, actors: Actors,
-                                                               screenshot) -> None:
-    person = actors.person("a", Role.COORDINATOR)
-    sign_in(page, person)
+    page.fill("#password", PASSWORD)
+    page.click("main button[type=submit]")
+    wait_for_path(page, "/")
     expect(page.locator("h1")).to_have_text(f"Welcome, {person.user.display_name}")
-    cards = page.locator(".cards .card h2")
-    expect(cards).to_have_text(["Patients"])
+    expect(page.locator(".cards .card h2")).to_have_text(["Patients"])
     expect(page.locator(".site-nav a[href='/']")).to_have_attribute("aria-current", "page")
     assert low_contrast_text(page) == []
     screenshot(page, "home-coordinator-en")

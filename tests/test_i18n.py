@@ -15,6 +15,7 @@ import pytest
 from babel.messages.pofile import read_po
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jinja2 import TemplateSyntaxError
 
 from jaejin.core.i18n import (
     LANGUAGE_NAMES,
@@ -284,3 +285,10 @@ def test_check_reports_missing_fuzzy_and_misplaced_placeholders(workspace: Path)
                 for finding in pipeline.check("web")}
     assert problems == {("Sign out", "fuzzy"), ("Hello {name}", "placeholders differ")}
     assert pipeline.main(["check", "web"]) == 1
+
+
+def test_a_template_that_does_not_parse_fails_the_extraction(workspace: Path) -> None:
+    broken = workspace / "jaejin" / "web" / "templates" / "web" / "broken.html"
+    broken.write_text('{% if %}{{ t("Lost message") }}\n')
+    with pytest.raises(TemplateSyntaxError):
+        pipeline.build_template("web")

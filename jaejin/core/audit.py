@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, String, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from jaejin.core.database import Base, utcnow
@@ -109,14 +110,35 @@ def _hashed_fields(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
+def _read_locked_head(session: Session) -> AuditChainHead | None:
+    # populate_existing: the session may still hold the head from an earlier transaction;
+    # the locked row, not that copy, says where the chain ends now.
+    return session.execute(
+        select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def _locked_head(session: Session) -> AuditChainHead:
+    """The chain head, locked until the transaction ends (writers queue up on it)."""
+    head = _read_locked_head(session)
+    if head is not None:
+        return head
+    # The very first entry: concurrent writers may all find no head. One insert wins; the
+    # others fail inside their savepoint only, then wait on the winner's row like anyone else.
+    try:
+        with session.begin_nested():
+            session.add(AuditChainHead(id=1, last_sequence=0, last_hash=GENESIS_HASH))
+    except IntegrityError:
+        pass
+    head = _read_locked_head(session)
+    assert head is not None
+    return head
+
+
 def record(session: Session, actor: AuditActor, event: AuditEvent) -> AuditEntry:
     """Append one entry in the caller's transaction: it commits or rolls back with the change."""
-    head = session.execute(
-        select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        head = AuditChainHead(id=1, last_sequence=0, last_hash=GENESIS_HASH)
-        session.add(head)
+    head = _locked_head(session)
     # Microseconds survive both databases; anything finer would change the hash on reload.
     occurred_at = utcnow()
     entry = AuditEntry(

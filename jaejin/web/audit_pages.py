@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import func, select
 
 from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditEntry, AuditEvent
 from jaejin.core.authn import DbSession, Principal, audit, requires
+from jaejin.core.errors import validation_problem
 from jaejin.core.i18n import N_
 from jaejin.web import navigation
 from jaejin.web.templating import render
@@ -25,15 +27,41 @@ navigation.register("/audit", N_("Audit log"),
                     {Role.AUDITOR, Role.INSTITUTION_ADMIN}, order=80)
 
 
+class AuditFilters(BaseModel):
+    """The search form's fields. The form sends every field, empty ones as "": those mean
+    'any', not an invalid value."""
+
+    patient_id: Annotated[int | None, Field(ge=1)] = None
+    actor: Annotated[str, Field(max_length=80)] = ""
+    action: Annotated[str, Field(max_length=40)] = ""
+    start: date | None = None
+    end: date | None = None
+    page: Annotated[int, Field(ge=1, le=10_000)] = 1
+
+    @field_validator("patient_id", "start", "end", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+def _filters(request: Request) -> AuditFilters:
+    fields = {name: request.query_params[name] for name in AuditFilters.model_fields
+              if name in request.query_params}
+    if not fields.get("page", "x").strip():
+        del fields["page"]
+    try:
+        return AuditFilters.model_validate(fields)
+    except ValidationError as error:
+        raise validation_problem(
+            [{**detail, "loc": ("query", *detail["loc"])} for detail in error.errors()]
+        ) from None
+
+
 @router.get("/audit", response_class=HTMLResponse)
-def audit_log(
-    request: Request, principal: Auditor, db: DbSession,
-    patient_id: Annotated[int | None, Query(ge=1)] = None,
-    actor: Annotated[str, Query(max_length=80)] = "",
-    action: Annotated[str, Query(max_length=40)] = "",
-    start: date | None = None, end: date | None = None,
-    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-) -> Response:
+def audit_log(request: Request, principal: Auditor, db: DbSession,
+              filters: Annotated[AuditFilters, Depends(_filters)]) -> Response:
+    patient_id, actor, action = filters.patient_id, filters.actor, filters.action
+    start, end, page = filters.start, filters.end, filters.page
     scope = principal.institutions_where(Role.AUDITOR, Role.INSTITUTION_ADMIN)
     query = select(AuditEntry).where(AuditEntry.institution_id.in_(scope))
     if patient_id:
@@ -51,8 +79,11 @@ def audit_log(
     total = db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     entries = list(db.execute(query.order_by(AuditEntry.sequence.desc())
                               .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).scalars())
-    audit(db, principal, AuditEvent("search", "audit_log", None, purpose="audit",
-                                    detail={"patient_id": patient_id, "results": total}))
+    # Recorded under each institution searched, so its other auditors see who looked.
+    for institution_id in sorted(scope):
+        audit(db, principal, AuditEvent("search", "audit_log", None, patient_id=patient_id,
+                                        institution_id=institution_id, purpose="audit",
+                                        detail={"results": total}))
     db.commit()
     return render(request, "audit/log.html", principal, entries=entries, total=total, page=page,
                   pages=max(1, -(-total // PAGE_SIZE)), patient_id=patient_id or "", actor=actor,

@@ -43,6 +43,10 @@ def test_a_patient_abroad_accepts_the_invitation_in_korean_and_is_signed_in(
     coordinator = new_context().new_page()
     sign_in(coordinator, actors.person("a", Role.COORDINATOR))
     token = _issue_invitation(coordinator, patient.id, screenshot)
+    coordinator.select_option("#language-select", "ko")
+    coordinator.click(".language-switch button[type=submit]")
+    wait_for_path(coordinator, f"/patients/{patient.id}")
+    expect(coordinator.locator("#details-title")).to_have_text("기본 정보")
 
     visitor = new_context(locale="ja-JP", timezone_id="America/New_York").new_page()
     visitor.goto(f"/invitation?token={token}")

@@ -25,7 +25,7 @@ from jaejin.directory.store import (
     PractitionerRole,
 )
 
-PASSWORD = "correct-horse-battery"  # noqa: S105 - test credential
+PASSWORD = "correct-horse-battery"
 
 STAFF_ROLES = (Role.CLINICIAN, Role.COORDINATOR, Role.INTERPRETER, Role.INSTITUTION_ADMIN,
                Role.AUDITOR)

@@ -30,4 +30,5 @@ def register(path: str, label: str, description: str, roles: set[Role] | frozens
 
 
 def links_for(roles: frozenset[Role]) -> list[NavLink]:
-    return sorted((link for link in _links if link.roles & roles), key=lambda l: (l.order, l.path))
+    visible = (link for link in _links if link.roles & roles)
+    return sorted(visible, key=lambda link: (link.order, link.path))

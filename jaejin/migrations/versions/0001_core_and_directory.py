@@ -1,7 +1,7 @@
 """core and directory
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22 13:15:41.447954
 """
 

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 #: Modules exposing `register_outbox_handlers()`.
 HANDLER_MODULES: tuple[str, ...] = ("jaejin.notify",)
 #: Modules exposing `run_scheduled(engine)`, called on every worker poll (they pace themselves).
-SCHEDULED_MODULES: tuple[str, ...] = ()
+SCHEDULED_MODULES: tuple[str, ...] = ("jaejin.monitoring.jobs",)
 
 
 def _optional(module_name: str, attribute: str) -> Callable[..., object] | None:

@@ -33,6 +33,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "jaejin.directory.api",
     "jaejin.directory.pages",
     "jaejin.monitoring.api",
+    "jaejin.monitoring.pages",
     "jaejin.web.audit_pages",
 )
 

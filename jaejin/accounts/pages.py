@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import date
 from typing import Annotated
 from urllib.parse import quote, urlencode, urlparse
@@ -72,6 +73,15 @@ def _check_anonymous_csrf(request: Request, supplied: str | None) -> None:
     """Before sign-in there is no session: a double-submit cookie protects the form instead."""
     expected = request.cookies.get(LOGIN_CSRF_COOKIE)
     if not expected or not supplied or supplied != expected:
+        raise Problem(403, "CSRF_FAILED",
+                      N_("This form has expired or did not come from Jaejin. Reload and retry."))
+
+
+def _check_session_csrf(principal: Principal, supplied: str | None) -> None:
+    """Forms posted in a session carry its token; the field is optional so that a caller
+    without a session hears 401 (who are you?) before 403 (where does this form come from?)."""
+    if not supplied or not principal.csrf_token or not secrets.compare_digest(
+            supplied.encode(), principal.csrf_token.encode()):
         raise Problem(403, "CSRF_FAILED",
                       N_("This form has expired or did not come from Jaejin. Reload and retry."))
 
@@ -154,8 +164,10 @@ def login(
 
 
 def _pending_principal(request: Request, db: DbSession) -> Principal:
+    """The signed-in person, second factor passed or not; system clients have no second
+    factor, so these pages are not theirs."""
     principal = resolve_principal(request, db)
-    if principal is None:
+    if principal is None or principal.kind != "user":
         raise Problem(401, "UNAUTHENTICATED", N_("Please sign in."))
     return principal
 
@@ -176,12 +188,10 @@ def two_factor_form(request: Request, db: DbSession, next: str = "/") -> Respons
 def two_factor(
     request: Request, db: DbSession, settings: AppSettings,
     code: Annotated[str, Form(max_length=12)],
-    csrf_token: Annotated[str, Form()], next: Annotated[str, Form()] = "/",
+    csrf_token: Annotated[str | None, Form()] = None, next: Annotated[str, Form()] = "/",
 ) -> Response:
     principal = _pending_principal(request, db)
-    if csrf_token != principal.csrf_token:
-        raise Problem(403, "CSRF_FAILED",
-                      N_("This form has expired or did not come from Jaejin. Reload and retry."))
+    _check_session_csrf(principal, csrf_token)
     user = db.get(User, principal.subject_id)
     assert user is not None
     try:
@@ -232,12 +242,10 @@ def two_factor_setup_form(request: Request, db: DbSession, next: str = "/") -> R
 def two_factor_setup(
     request: Request, db: DbSession, settings: AppSettings,
     code: Annotated[str, Form(max_length=12)],
-    csrf_token: Annotated[str, Form()], next: Annotated[str, Form()] = "/",
+    csrf_token: Annotated[str | None, Form()] = None, next: Annotated[str, Form()] = "/",
 ) -> Response:
     principal = _pending_principal(request, db)
-    if csrf_token != principal.csrf_token:
-        raise Problem(403, "CSRF_FAILED",
-                      N_("This form has expired or did not come from Jaejin. Reload and retry."))
+    _check_session_csrf(principal, csrf_token)
     user = db.get(User, principal.subject_id)
     assert user is not None
     if user.totp_enabled and not principal.two_factor_passed:
@@ -269,13 +277,11 @@ def two_factor_setup(
 
 
 @router.post("/logout")
-def logout(request: Request, db: DbSession, csrf_token: Annotated[str, Form()]) -> Response:
+def logout(request: Request, db: DbSession,
+           csrf_token: Annotated[str | None, Form()] = None) -> Response:
     principal = resolve_principal(request, db)
     if principal is not None and principal.session_id is not None:
-        if csrf_token != principal.csrf_token:
-            raise Problem(403, "CSRF_FAILED",
-                          N_("This form has expired or did not come from Jaejin. "
-                             "Reload and retry."))
+        _check_session_csrf(principal, csrf_token)
         web_session = db.get(WebSession, principal.session_id)
         if web_session is not None:
             db.delete(web_session)
@@ -299,10 +305,7 @@ def switch_language(
                       params={"language": language})
     principal = resolve_principal(request, db)
     if principal is not None and principal.kind == "user":
-        if csrf_token != principal.csrf_token:
-            raise Problem(403, "CSRF_FAILED",
-                          N_("This form has expired or did not come from Jaejin. "
-                             "Reload and retry."))
+        _check_session_csrf(principal, csrf_token)
         user = db.get(User, principal.subject_id)
         assert user is not None
         user.language = chosen

@@ -23,6 +23,8 @@ from pydantic import (
     field_validator,
 )
 
+from jaejin.core.i18n import N_
+
 
 class InstitutionKind(StrEnum):
     CLINIC = "clinic"
@@ -123,7 +125,7 @@ def check_condition_code(value: str) -> str:
 
 def check_aware(value: datetime) -> datetime:
     if value.tzinfo is None:
-        raise ValueError("Include a time-zone offset, e.g. 2026-11-20T09:30:00+09:00.")
+        raise ValueError(N_("Include a time-zone offset, e.g. 2026-11-20T09:30:00+09:00."))
     return value.astimezone(UTC)
 
 
@@ -146,21 +148,21 @@ def refuse_null(value: Any) -> Any:
     """For partial updates: a field left out keeps its value, but a stored value that may not
     be empty cannot be set to null either."""
     if value is None:
-        raise ValueError("This field cannot be emptied: leave it out to keep its value.")
+        raise ValueError(N_("This field cannot be emptied: leave it out to keep its value."))
     return value
 
 
 def check_birth_date(value: date) -> date:
     if value > datetime.now(UTC).date():
-        raise ValueError("birth_date is in the future.")
+        raise ValueError(N_("birth_date is in the future."))
     if value.year < 1900:
-        raise ValueError("birth_date is before 1900.")
+        raise ValueError(N_("birth_date is before 1900."))
     return value
 
 
 def check_started_in_the_past(value: datetime) -> datetime:
     if value > datetime.now(UTC).replace(microsecond=0) + _CLOCK_SKEW:
-        raise ValueError("started_at is in the future: record encounters that happened.")
+        raise ValueError(N_("started_at is in the future: record encounters that happened."))
     return value
 
 
@@ -251,7 +253,7 @@ class PatientBase(Strict):
         # residence_country is declared first, so it is validated by now (absent if invalid).
         country = info.data.get("residence_country")
         if value and country is not None and country != "KR":
-            raise ValueError("residence_region applies only to residents of Korea.")
+            raise ValueError(N_("residence_region applies only to residents of Korea."))
         return value
 
 
@@ -371,7 +373,7 @@ class EncounterCreate(Strict):
                            info: ValidationInfo) -> datetime | None:
         started = info.data.get("started_at")
         if value is not None and started is not None and value < started:
-            raise ValueError("ended_at is before started_at.")
+            raise ValueError(N_("ended_at is before started_at."))
         return value
 
 

@@ -1,0 +1,389 @@
+"""Scheduling tables: availability, appointments, and the occupancy that forbids double booking.
+
+Double booking is refused by the database itself, identically on SQLite and PostgreSQL: every
+active appointment owns one `appointment_occupancy` row per 5-minute block it occupies for each
+resource it uses (`practitioner:<id>`, `patient:<id>`, `interpreter:<id>`), and
+UNIQUE(resource_key, block_start) lets only one of two overlapping bookings commit. The loser
+gets an IntegrityError, which the service answers with 409 SLOT_TAKEN and the next free slots.
+Cancelling deletes an appointment's rows; rescheduling moves them, in the same transaction.
+
+Which time a resource holds:
+- the practitioner: the visit and the pause after it (`start_at` .. `occupied_until`), as slot
+  search (`jaejin.scheduling.slots`) assumes;
+- the patient and the interpreter: the visit itself (`start_at` .. `end_at`).
+
+Blocks are exact because availability times are whole multiples of 5 minutes (checked when
+availability is saved), visit types last multiples of 5 minutes, and every zone in use today has
+an offset that is a multiple of 5 minutes.
+
+Appointments are what a visit belongs to: `jaejin.visits` keeps its `visits` table referencing
+`appointments.id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    insert,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from jaejin.core.database import Base, utcnow
+from jaejin.scheduling.appointments import AppointmentState, AppointmentStatus
+from jaejin.scheduling.model import Availability, Interval, VisitMode
+from jaejin.scheduling.schemas import AvailabilityIn
+
+#: The grain of occupancy: every appointment boundary falls on a multiple of it.
+BLOCK = timedelta(minutes=5)
+BLOCK_MINUTES = 5
+#: Statuses whose appointment still holds its time.
+ACTIVE_STATUSES: tuple[str, ...] = (AppointmentStatus.BOOKED, AppointmentStatus.RESCHEDULED)
+#: Statuses whose time was used (or wasted): the occupancy stays so nobody is booked over it.
+HOLDING_STATUSES: tuple[str, ...] = (
+    *ACTIVE_STATUSES,
+    AppointmentStatus.NO_SHOW,
+    AppointmentStatus.COMPLETED,
+)
+
+
+class OwnerKind(StrEnum):
+    """Whose weekly hours an availability row holds."""
+
+    PRACTITIONER = "practitioner"
+    INTERPRETER = "interpreter"
+
+
+class ResourceKind(StrEnum):
+    """Who an appointment occupies."""
+
+    PRACTITIONER = "practitioner"
+    PATIENT = "patient"
+    INTERPRETER = "interpreter"
+
+
+def resource_key(kind: ResourceKind, identifier: int) -> str:
+    return f"{kind.value}:{identifier}"
+
+
+class AvailabilityRow(Base):
+    """The weekly hours and exceptions of a practitioner at one institution (in the
+    institution's zone) or of an interpreter (in the interpreter's own zone).
+
+    `rules` is the `AvailabilityIn` JSON exactly as accepted by the API.
+    """
+
+    __tablename__ = "scheduling_availability"
+    __table_args__ = (
+        UniqueConstraint("owner_kind", "owner_id", "institution_id",
+                         name="uq_scheduling_availability_owner"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_kind: Mapped[str] = mapped_column(String(20))
+    owner_id: Mapped[int]
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(80))
+
+    def availability(self) -> Availability:
+        return AvailabilityIn.model_validate(self.rules).to_domain()
+
+
+class Appointment(Base):
+    """A booked time between a patient and a practitioner (and maybe an interpreter)."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (
+        Index("ix_appointments_practitioner_start", "practitioner_id", "start_at"),
+        Index("ix_appointments_patient_start", "patient_id", "start_at"),
+        Index("ix_appointments_interpreter_start", "interpreter_id", "start_at"),
+        Index("ix_appointments_institution_start", "institution_id", "start_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"))
+    interpreter_id: Mapped[int | None] = mapped_column(ForeignKey("interpreters.id"))
+    interpreter_language: Mapped[str | None] = mapped_column(String(20))
+    visit_type: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(20))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    #: The end plus the visit type's pause: when the practitioner is free again.
+    occupied_until: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(20), default=AppointmentStatus.BOOKED.value)
+    #: iCalendar SEQUENCE: raised by every reschedule and by the cancellation.
+    sequence: Mapped[int] = mapped_column(default=0)
+    booked_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    #: Who booked ("user:12", "client:3"), for bookings by system clients too.
+    booked_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    cancelled_at: Mapped[datetime | None]
+    cancelled_by: Mapped[str | None] = mapped_column(String(80))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    no_show_at: Mapped[datetime | None]
+    condition_code: Mapped[str | None] = mapped_column(String(20))
+    tri_party: Mapped[bool] = mapped_column(default=False)
+    #: The policy pack and the engine's whole decision when the booking was made (video only).
+    policy_pack: Mapped[str | None] = mapped_column(String(80))
+    policy_decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    @property
+    def visit_mode(self) -> VisitMode:
+        return VisitMode(self.mode)
+
+    @property
+    def appointment_status(self) -> AppointmentStatus:
+        return AppointmentStatus(self.status)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    def state(self) -> AppointmentState:
+        return AppointmentState(
+            status=self.appointment_status,
+            start=self.start_at,
+            end=self.end_at,
+            sequence=self.sequence,
+        )
+
+    @property
+    def busy_interval(self) -> Interval:
+        """The practitioner's busy time: the visit and the pause after it."""
+        return Interval(self.start_at, self.occupied_until)
+
+    @property
+    def visit_interval(self) -> Interval:
+        return Interval(self.start_at, self.end_at)
+
+
+class OccupancyBlock(Base):
+    """One resource held for one 5-minute block by one appointment."""
+
+    __tablename__ = "appointment_occupancy"
+    __table_args__ = (
+        UniqueConstraint("resource_key", "block_start", name="uq_appointment_occupancy_block"),
+    )
+
+    # Dozens of rows per appointment: 64-bit where the server has them.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    appointment_id: Mapped[int] = mapped_column(
+        ForeignKey("appointments.id", ondelete="CASCADE"), index=True
+    )
+    resource_key: Mapped[str] = mapped_column(String(40))
+    block_start: Mapped[datetime]
+
+
+# --------------------------------------------------------------------------- occupancy
+
+
+def _floor_to_block(moment: datetime) -> datetime:
+    moment = moment.astimezone(UTC)
+    epoch_seconds = int(moment.timestamp())
+    block_seconds = BLOCK_MINUTES * 60
+    return datetime.fromtimestamp(epoch_seconds - epoch_seconds % block_seconds, UTC)
+
+
+def blocks_between(start: datetime, end: datetime) -> list[datetime]:
+    """The starts of every block touching [start, end)."""
+    blocks: list[datetime] = []
+    cursor = _floor_to_block(start)
+    while cursor < end:
+        blocks.append(cursor)
+        cursor += BLOCK
+    return blocks
+
+
+def occupied_resources(appointment: Appointment) -> list[tuple[str, datetime, datetime]]:
+    """(resource key, from, until) for every resource the appointment holds."""
+    held = [
+        (resource_key(ResourceKind.PRACTITIONER, appointment.practitioner_id),
+         appointment.start_at, appointment.occupied_until),
+        (resource_key(ResourceKind.PATIENT, appointment.patient_id),
+         appointment.start_at, appointment.end_at),
+    ]
+    if appointment.interpreter_id is not None:
+        held.append((resource_key(ResourceKind.INTERPRETER, appointment.interpreter_id),
+                     appointment.start_at, appointment.end_at))
+    return held
+
+
+def occupancy_rows(appointment: Appointment) -> list[dict[str, Any]]:
+    return [
+        {"appointment_id": appointment.id, "resource_key": key, "block_start": block}
+        for key, start, end in occupied_resources(appointment)
+        for block in blocks_between(start, end)
+    ]
+
+
+def claim_occupancy(db: Session, appointment: Appointment) -> None:
+    """Insert the appointment's blocks; raises IntegrityError when any is held already.
+
+    The appointment must be flushed (it needs its id). The caller rolls back on the error.
+    """
+    db.execute(insert(OccupancyBlock), occupancy_rows(appointment))
+
+
+def release_occupancy(db: Session, appointment_id: int) -> None:
+    db.execute(delete(OccupancyBlock).where(OccupancyBlock.appointment_id == appointment_id))
+
+
+def holders_of(db: Session, keys: Sequence[str], start: datetime, end: datetime) -> set[int]:
+    """Appointments holding any of `keys` somewhere in [start, end)."""
+    if not keys:
+        return set()
+    return set(
+        db.execute(
+            select(OccupancyBlock.appointment_id).where(
+                OccupancyBlock.resource_key.in_(list(keys)),
+                OccupancyBlock.block_start >= _floor_to_block(start),
+                OccupancyBlock.block_start < end,
+            )
+        ).scalars()
+    )
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def get_availability_row(
+    db: Session, kind: OwnerKind, owner_id: int, institution_id: int
+) -> AvailabilityRow | None:
+    return db.execute(
+        select(AvailabilityRow).where(
+            AvailabilityRow.owner_kind == kind.value,
+            AvailabilityRow.owner_id == owner_id,
+            AvailabilityRow.institution_id == institution_id,
+        )
+    ).scalar_one_or_none()
+
+
+def load_availability(
+    db: Session, kind: OwnerKind, owner_id: int, institution_id: int
+) -> Availability:
+    """The owner's hours; nobody is available before saving any."""
+    row = get_availability_row(db, kind, owner_id, institution_id)
+    return row.availability() if row is not None else Availability()
+
+
+def save_availability(
+    db: Session,
+    kind: OwnerKind,
+    owner_id: int,
+    institution_id: int,
+    rules: AvailabilityIn,
+    *,
+    updated_by: str | None,
+) -> AvailabilityRow:
+    row = get_availability_row(db, kind, owner_id, institution_id)
+    body = rules.model_dump(mode="json")
+    if row is None:
+        row = AvailabilityRow(owner_kind=kind.value, owner_id=owner_id,
+                              institution_id=institution_id, rules=body, updated_by=updated_by)
+        db.add(row)
+    else:
+        row.rules = body
+        row.updated_by = updated_by
+        row.updated_at = utcnow()
+    db.flush()
+    return row
+
+
+# --------------------------------------------------------------------------- busy time
+
+
+def _overlapping(column_start: Any, column_end: Any, start: datetime, end: datetime) -> Any:
+    return (column_start < end) & (column_end > start)
+
+
+def practitioner_busy(
+    db: Session, practitioner_id: int, start: datetime, end: datetime,
+    *, excluding: int | None = None,
+) -> list[Interval]:
+    """The practitioner's held time overlapping [start, end), at every institution."""
+    query = select(Appointment.start_at, Appointment.occupied_until).where(
+        Appointment.practitioner_id == practitioner_id,
+        Appointment.status.in_(HOLDING_STATUSES),
+        _overlapping(Appointment.start_at, Appointment.occupied_until, start, end),
+    )
+    if excluding is not None:
+        query = query.where(Appointment.id != excluding)
+    return [Interval(begin, until) for begin, until in db.execute(query)]
+
+
+def patient_busy(
+    db: Session, patient_id: int, start: datetime, end: datetime,
+    *, excluding: int | None = None,
+) -> list[Interval]:
+    query = select(Appointment.start_at, Appointment.end_at).where(
+        Appointment.patient_id == patient_id,
+        Appointment.status.in_(HOLDING_STATUSES),
+        _overlapping(Appointment.start_at, Appointment.end_at, start, end),
+    )
+    if excluding is not None:
+        query = query.where(Appointment.id != excluding)
+    return [Interval(begin, until) for begin, until in db.execute(query)]
+
+
+def interpreters_busy(
+    db: Session, interpreter_ids: Iterable[int], start: datetime, end: datetime,
+    *, excluding: int | None = None,
+) -> dict[int, list[Interval]]:
+    ids = list(interpreter_ids)
+    busy: dict[int, list[Interval]] = {identifier: [] for identifier in ids}
+    if not ids:
+        return busy
+    query = select(Appointment.interpreter_id, Appointment.start_at, Appointment.end_at).where(
+        Appointment.interpreter_id.in_(ids),
+        Appointment.status.in_(HOLDING_STATUSES),
+        _overlapping(Appointment.start_at, Appointment.end_at, start, end),
+    )
+    if excluding is not None:
+        query = query.where(Appointment.id != excluding)
+    for interpreter_id, begin, until in db.execute(query):
+        if interpreter_id is not None:
+            busy[interpreter_id].append(Interval(begin, until))
+    return busy
+
+
+def appointments_between(
+    db: Session,
+    *,
+    institution_id: int,
+    start: datetime,
+    end: datetime,
+    practitioner_ids: Sequence[int] | None = None,
+    interpreter_ids: Sequence[int] | None = None,
+    include_cancelled: bool = False,
+) -> list[Appointment]:
+    query = select(Appointment).where(
+        Appointment.institution_id == institution_id,
+        _overlapping(Appointment.start_at, Appointment.end_at, start, end),
+    )
+    if practitioner_ids is not None:
+        query = query.where(Appointment.practitioner_id.in_(list(practitioner_ids)))
+    if interpreter_ids is not None:
+        query = query.where(Appointment.interpreter_id.in_(list(interpreter_ids)))
+    if not include_cancelled:
+        query = query.where(Appointment.status != AppointmentStatus.CANCELLED.value)
+    return list(db.execute(query.order_by(Appointment.start_at, Appointment.id)).scalars())

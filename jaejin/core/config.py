@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     mail_from: str = "Jaejin <no-reply@jaejin.local>"
     sms_transport: Literal["log"] = "log"
+    #: When appointment reminders go out, in minutes before the start (JSON list in the env).
+    reminder_offsets_minutes: list[int] = Field(default_factory=lambda: [24 * 60, 60])
 
     stun_urls: list[str] = Field(default_factory=list)
     turn_urls: list[str] = Field(default_factory=list)

@@ -32,6 +32,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "jaejin.accounts.pages",
     "jaejin.directory.api",
     "jaejin.directory.pages",
+    "jaejin.fhir.api",
     "jaejin.monitoring.api",
     "jaejin.monitoring.pages",
     "jaejin.web.audit_pages",

@@ -1,0 +1,170 @@
+"""Authorisation cases of remote monitoring: readings in and out (JSON, uploads, Nightscout,
+FHIR R4). Format: tests/authz.py and tests/test_authorization_matrix.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
+
+from sqlalchemy import select
+
+from jaejin.core.accounts import Role
+from jaejin.directory.store import Patient
+from jaejin.monitoring.ingest import IngestPatient, ingest_items, issue_nightscout_secret
+from jaejin.monitoring.parsers import parse_batch
+from jaejin.monitoring.store import NightscoutSecretRow, UploadRow
+from tests.authz import EVERYONE, Caller, Case, RouteCase, World
+
+#: May send readings: the patient themself, clinicians and coordinators, gateways.
+WRITERS = frozenset({Role.PATIENT, Role.CLINICIAN, Role.COORDINATOR, Role.SYSTEM_CLIENT})
+#: May read them: the patient, the care team (admins included), clients with monitoring.read.
+READERS = frozenset({Role.PATIENT, Role.CLINICIAN, Role.COORDINATOR, Role.INSTITUTION_ADMIN,
+                     Role.SYSTEM_CLIENT})
+DEVICE_MARKER = "MATRIX-DEVICE-OF-A"
+UPLOAD_MARKER = "matrix-upload-of-a.csv"
+_serial = count(1)
+
+
+def setup(world: World) -> None:
+    """A reading, an upload and a Nightscout secret of institution A's patient."""
+    patient_id = world.actors.patients["a"].id
+    with world.session() as db:
+        patient_row = db.get(Patient, patient_id)
+        assert patient_row is not None
+        patient = IngestPatient.of(patient_row)
+        now = datetime.now(UTC)
+        items = parse_batch(
+            {"readings": [{"idempotency_key": "matrix-seed", "metric": "blood_pressure",
+                           "systolic": 128, "diastolic": 82, "unit": "mmHg",
+                           "effective_at": (now - timedelta(hours=1)).isoformat(),
+                           "device": DEVICE_MARKER}]},
+            patient.context(now),
+        )
+        result = ingest_items(db, patient, items, "json", received_at=now)
+        upload = UploadRow(patient_id=patient_id, institution_id=patient.institution_id,
+                           kind="csv", filename=UPLOAD_MARKER, status="done", bytes_total=10,
+                           bytes_read=10, problems=[], error_params={}, language="en",
+                           created_by="user:0")
+        db.add(upload)
+        issue_nightscout_secret(db, patient_row, "user:0")
+        db.flush()
+        world.extra["monitoring"] = {"observation": min(result.items[0].reading_ids),
+                                     "upload": upload.id}
+
+
+def patient_a(world: World) -> dict[str, Any]:
+    return {"patient_id": world.actors.patients["a"].id}
+
+
+def markers(world: World) -> list[str]:
+    return [DEVICE_MARKER, UPLOAD_MARKER]
+
+
+def _recent(minutes: int = 0) -> str:
+    return (datetime.now(UTC) - timedelta(minutes=30 + minutes)).isoformat()
+
+
+def batch(world: World, caller: Caller) -> dict[str, Any]:
+    return {"readings": [{"idempotency_key": world.unique("matrix-key"), "metric": "heart_rate",
+                          "value": 60 + next(_serial) % 40, "unit": "bpm",
+                          "effective_at": _recent(next(_serial))}]}
+
+
+def observation(world: World, caller: Caller) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{world.actors.patients['a'].id}"},
+        "effectiveDateTime": _recent(next(_serial)),
+        "valueQuantity": {"value": 60 + next(_serial) % 40, "unit": "/min",
+                          "system": "http://unitsofmeasure.org", "code": "/min"},
+    }
+
+
+def transaction(world: World, caller: Caller) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction",
+            "entry": [{"resource": observation(world, caller),
+                       "request": {"method": "POST", "url": "Observation"}}]}
+
+
+def _secret(world: World) -> NightscoutSecretRow:
+    """A's patient's current secret (other cases replace or revoke it: made anew if gone)."""
+    patient_id = world.actors.patients["a"].id
+    with world.session() as db:
+        row = db.execute(select(NightscoutSecretRow)
+                         .where(NightscoutSecretRow.patient_id == patient_id)).scalar_one_or_none()
+        if row is None:
+            patient_row = db.get(Patient, patient_id)
+            assert patient_row is not None
+            row = issue_nightscout_secret(db, patient_row, "user:0")
+        db.expunge(row)
+        return row
+
+
+def upload_csv(world: World, caller: Caller, case: RouteCase) -> Any:
+    url = case.path.format(**patient_a(world))
+    data = f"effective_at,metric,value,unit\n{_recent(next(_serial))},heart_rate,61,bpm\n"
+    return caller.client.post(url, files={"file": ("readings.csv", data.encode(), "text/csv")},
+                              headers=caller.auth_headers(), follow_redirects=False)
+
+
+def with_secret(world: World, caller: Caller, case: RouteCase) -> Any:
+    """Whoever else is signed in, the uploader proves itself by the patient's API secret."""
+    secret = _secret(world)
+    url = case.path.format(url_token=secret.url_token)
+    entry = {"type": "sgv", "sgv": 100 + next(_serial) % 50,
+             "date": int((datetime.now(UTC) - timedelta(minutes=next(_serial))).timestamp()
+                         * 1000)}
+    return caller.client.post(url, json=[entry],
+                              headers={**caller.auth_headers(),
+                                       "api-secret": secret.secret_sha1},
+                              follow_redirects=False)
+
+
+def existing_secret(world: World, caller: Caller, case: RouteCase) -> Any:
+    _secret(world)
+    return caller.client.request(case.method, case.path.format(**patient_a(world)),
+                                 headers=caller.auth_headers(), follow_redirects=False)
+
+
+READINGS = "/api/v1/monitoring/patients/{patient_id}/readings"
+UPLOADS = "/api/v1/monitoring/patients/{patient_id}/uploads"
+NIGHTSCOUT = "/api/v1/monitoring/patients/{patient_id}/nightscout"
+
+CASES: list[Case] = [
+    RouteCase("POST", READINGS, WRITERS, path_params=patient_a, json=batch,
+              own_institution_check=True, markers=markers),
+    RouteCase("GET", READINGS, READERS, path_params=patient_a, own_institution_check=True,
+              markers=markers),
+    RouteCase("POST", UPLOADS, WRITERS, call=upload_csv, path_params=patient_a,
+              own_institution_check=True, markers=markers),
+    RouteCase("GET", UPLOADS, READERS, path_params=patient_a, own_institution_check=True,
+              markers=markers),
+    RouteCase("GET", "/api/v1/monitoring/uploads/{upload_id}", READERS,
+              path_params=lambda world: {"upload_id": world.extra["monitoring"]["upload"]},
+              own_institution_check=True, markers=markers),
+    RouteCase("POST", NIGHTSCOUT, WRITERS, path_params=patient_a, own_institution_check=True),
+    RouteCase("GET", NIGHTSCOUT, WRITERS, call=existing_secret, path_params=patient_a,
+              own_institution_check=True),
+    RouteCase("DELETE", NIGHTSCOUT, WRITERS, call=existing_secret, path_params=patient_a,
+              own_institution_check=True),
+    # Nightscout uploaders sign nothing in: the patient's API secret is the credential, so
+    # every caller holding it is served (a wrong or missing secret: tests/monitoring).
+    RouteCase("POST", "/api/v1/entries", EVERYONE, call=with_secret),
+    RouteCase("POST", "/api/v1/entries.json", EVERYONE, call=with_secret),
+    RouteCase("POST", "/nightscout/{url_token}/api/v1/entries", EVERYONE, call=with_secret),
+    RouteCase("POST", "/nightscout/{url_token}/api/v1/entries.json", EVERYONE,
+              call=with_secret),
+    RouteCase("POST", "/fhir/R4/Observation", WRITERS, json=observation,
+              own_institution_check=True),
+    RouteCase("POST", "/fhir/R4", WRITERS, json=transaction, own_institution_check=True),
+    RouteCase("GET", "/fhir/R4/Observation", READERS,
+              query=lambda world: {"subject": f"Patient/{world.actors.patients['a'].id}"},
+              own_institution_check=True, markers=markers),
+    RouteCase("GET", "/fhir/R4/Observation/{observation_id}", READERS,
+              path_params=lambda world: {
+                  "observation_id": world.extra["monitoring"]["observation"]},
+              own_institution_check=True, markers=markers),
+    RouteCase("GET", "/fhir/R4/metadata", EVERYONE, public=True, markers=markers),
+]

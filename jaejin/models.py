@@ -5,6 +5,7 @@ from jaejin.core.database import Base
 from jaejin.directory import store as directory_store
 from jaejin.monitoring import store as monitoring_store  # noqa: F401
 from jaejin.scheduling import store as scheduling_store  # noqa: F401
+from jaejin.visits import store as visits_store  # noqa: F401
 
 metadata = Base.metadata
 

@@ -32,10 +32,12 @@ ROUTER_MODULES: tuple[str, ...] = (
     "jaejin.accounts.pages",
     "jaejin.directory.api",
     "jaejin.directory.pages",
-    "jaejin.fhir.api",
     "jaejin.monitoring.api",
+    "jaejin.fhir.api",
     "jaejin.monitoring.pages",
     "jaejin.web.audit_pages",
+    "jaejin.policy.api",
+    "jaejin.scheduling.api",
 )
 
 API_PREFIXES = ("/api/", "/oauth2/", "/fhir/")

@@ -1,0 +1,220 @@
+"""The policy API other systems and auditors depend on: judge a proposed visit, list the packs.
+
+    POST /api/v1/policy/evaluate   body: EvaluationRequest (docs/policy.md)  -> Decision
+    GET  /api/v1/policy/packs      every pack with its parameters (?in_force_on=YYYY-MM-DD)
+
+Any authenticated user, or a system client with the scope `policy.evaluate`. The packs are
+loaded when this module is imported (that is, when the application is built), so a malformed
+pack stops the service at start instead of being discovered by the first request.
+
+Bad input is a 422 problem naming each field (`errors: [{field, code, message}]`, in the
+caller's language: the request's `lang` when it is valid, else the caller's own); a request the
+rules cannot judge because it contradicts the reference data is a 422 too. Nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from jaejin.core.authn import Principal, require_principal, resolve_principal
+from jaejin.core.database import get_engine, session_factory
+from jaejin.core.errors import FieldError, Problem, field_errors_from_pydantic
+from jaejin.core.i18n import N_, normalise_language
+from jaejin.policy.decision import Decision
+from jaejin.policy.engine import evaluate
+from jaejin.policy.errors import RequestError
+from jaejin.policy.packs import PackRegistry
+from jaejin.policy.records import policy_registry
+from jaejin.policy.request import EvaluationRequest, parse_request
+
+#: Loaded at import: raises PackError (file and field named) when a pack is malformed.
+REGISTRY: PackRegistry = policy_registry()
+
+router = APIRouter(prefix="/api/v1/policy", tags=["policy"])
+
+SCOPE = "policy.evaluate"
+
+
+async def policy_caller(request: Request) -> Principal:
+    """Any signed-in user, or a system client holding the scope `policy.evaluate`.
+
+    The same checks as `requires(scope=SCOPE)`, but the principal is looked up in a session of
+    its own that is closed before anything else happens. These routes touch no other table, and
+    on SQLite (where every transaction takes the write lock, BEGIN IMMEDIATE) a request-long
+    session opened on the event loop would hold the lock while other requests on the same loop
+    wait for it: under concurrent load they time out with "database is locked".
+    """
+    engine = getattr(request.app.state, "engine", None) or get_engine()
+    with session_factory(engine)() as db:
+        found = resolve_principal(request, db)
+    if found is None:
+        raise Problem(401, "UNAUTHENTICATED", N_("Please sign in."),
+                      headers={"WWW-Authenticate": "Bearer"})
+    # The principal is now cached on the request: require_principal reads no table, it adds the
+    # CSRF check for browser sessions and the two-factor check.
+    principal = await require_principal(request, db)
+    if not principal.has_scope(SCOPE):
+        raise Problem(403, "INSUFFICIENT_SCOPE", N_("This client lacks the scope {scope}."),
+                      params={"scope": SCOPE})
+    return principal
+
+
+Evaluator = Annotated[Principal, Depends(policy_caller)]
+
+JSON_MEDIA_TYPE = "application/json"
+
+# Messages for the request model's own checks (jaejin.policy.request), by pydantic error type.
+_POLICY_MESSAGES: dict[str, str] = {
+    "unknown_region": N_(
+        "{value} is not a Korean province or metropolitan city (ISO 3166-2:KR, e.g. KR-11)."
+    ),
+    "unknown_country": N_("{value} is not an ISO 3166-1 alpha-2 country code."),
+    "kcd_code": N_("{value} is not a KCD diagnosis code (e.g. I10 or E11.9)."),
+    "atc_code": N_("{value} is not an ATC code (e.g. C08CA01)."),
+    "unknown_language": N_("{value} is not a supported language ({supported})."),
+    "model_type": N_("Must be an object."),
+}
+# The cross-field date checks say what is impossible; the field tells which check it was.
+_BIRTH_DATE_IMPOSSIBLE = N_(
+    "{value} is not a possible birth date for this visit: it is after the visit's day in Korea, "
+    "or before 1880."
+)
+_HISTORY_DATE_IMPOSSIBLE = N_(
+    "{value} is not a possible encounter date: history lists past encounters, from the birth "
+    "date up to the visit's day in Korea."
+)
+_DISTRICT_OUTSIDE_REGION = N_("{value} is not the patient's residence_region.")
+_CONTRADICTS_REFERENCE = N_("This contradicts Jaejin's reference data: {problem}")
+
+
+def _field_errors(error: ValidationError) -> list[FieldError]:
+    described: list[FieldError] = []
+    details = error.errors(include_url=False)
+    for detail, generic in zip(details, field_errors_from_pydantic(details), strict=True):
+        kind = detail["type"]
+        location = [str(part) for part in detail["loc"]]
+        field = ".".join(location) or "body"
+        value = detail.get("input")
+        params = {key: str(item) for key, item in (detail.get("ctx") or {}).items()}
+        message: str | None = _POLICY_MESSAGES.get(kind)
+        if kind == "invalid" and location:
+            params = {"value": str(value)}
+            if location[-1] == "birth_date":
+                message = _BIRTH_DATE_IMPOSSIBLE
+            elif location[-1] == "date":
+                message = _HISTORY_DATE_IMPOSSIBLE
+            elif location[-1] == "province":
+                message = _DISTRICT_OUTSIDE_REGION
+        if message is None:
+            described.append(generic)
+        else:
+            described.append(FieldError(field, kind.upper(), message, params))
+    return described
+
+
+def _answer_in_requested_language(request: Request, payload: object) -> None:
+    """Errors are written in the request's `lang` when it names a supported language."""
+    if isinstance(payload, dict):
+        language = payload.get("lang")
+        if isinstance(language, str) and (normalised := normalise_language(language)):
+            request.state.language = normalised
+
+
+def decision_json(decision: Decision) -> bytes:
+    """The response body: the same JSON as `decision.model_dump(mode="json")`, built faster.
+
+    orjson serialises the decision's dataclasses, enums and dates itself, in field order.
+    """
+    return orjson.dumps(dict(decision))
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its `$defs` references resolved, for the OpenAPI request body."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(dict(definitions[reference.removeprefix("#/$defs/")]))
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON_MEDIA_TYPE: {"schema": _inline(EvaluationRequest.model_json_schema())}},
+    }
+}
+
+
+@router.post(
+    "/evaluate",
+    summary="Judge a proposed telemedicine visit under the rules in force on its day",
+    response_model=Decision,
+    responses={422: {"description": "Bad input: problem+json naming each field"}},
+    openapi_extra=_REQUEST_BODY,
+)
+async def evaluate_visit(request: Request, principal: Evaluator) -> Response:
+    # Stateless: the body carries every fact and nothing is read from or written to the
+    # patient records, so no audit entry is needed (the records-backed path audits in pages).
+    body = await request.body()
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Problem(
+            422, "VALIDATION_FAILED", N_("Some fields are not valid."),
+            errors=[FieldError("body", "JSON_INVALID", N_("The body is not valid JSON."))],
+        ) from None
+    _answer_in_requested_language(request, payload)
+    try:
+        decision = evaluate(parse_request(payload), REGISTRY)
+    except ValidationError as error:
+        raise Problem(
+            422, "VALIDATION_FAILED", N_("Some fields are not valid."),
+            errors=_field_errors(error),
+        ) from None
+    except RequestError as error:
+        raise Problem(
+            422, "POLICY_REQUEST_INCONSISTENT",
+            N_("The request contradicts the reference data the rules rely on."),
+            errors=[FieldError(error.field, "CONTRADICTS_REFERENCE_DATA", _CONTRADICTS_REFERENCE,
+                               {"problem": error.problem})],
+        ) from None
+    return Response(decision_json(decision), media_type=JSON_MEDIA_TYPE)
+
+
+_ALL_PACKS = orjson.dumps(REGISTRY.describe())
+
+
+@router.get("/packs", summary="Every rule pack with its parameters, sources and in-force dates")
+async def list_packs(
+    principal: Evaluator,
+    in_force_on: Annotated[
+        date | None,
+        Query(description="Only the packs in force on this Korean calendar day (YYYY-MM-DD)."),
+    ] = None,
+) -> Response:
+    if in_force_on is None:
+        return Response(_ALL_PACKS, media_type=JSON_MEDIA_TYPE)
+    in_force = [pack for pack in REGISTRY.describe() if _covers(pack, in_force_on)]
+    return Response(orjson.dumps(in_force), media_type=JSON_MEDIA_TYPE)
+
+
+def _covers(described: dict[str, Any], day: date) -> bool:
+    in_force = described["in_force"]
+    starts = date.fromisoformat(in_force["from"])
+    ends = date.fromisoformat(in_force["until"]) if in_force.get("until") else None
+    return starts <= day and (ends is None or day <= ends)

@@ -1,0 +1,373 @@
+"""The policy engine fed from Jaejin's own records: the bridge booking and visits call.
+
+    from jaejin.policy.records import decide_for_visit
+    decision = decide_for_visit(db, patient=patient, institution=institution, at=starts_at,
+                                mode="video", condition="I10", lang=principal.language)
+    if decision.decision is DecisionKind.DENIED:
+        raise denial_problem(decision)          # 409 POLICY_DENIED, decision attached
+
+The engine itself (`jaejin.policy.engine`) is pure; this module reads the database (encounters,
+patient flags, consents, the institution's 30-day telemedicine share), builds the same
+`EvaluationRequest` an outside system would send to `POST /api/v1/policy/evaluate`, and
+evaluates it with the packs loaded at start-up. Reading patient records is the caller's to
+audit (the caller knows the purpose and the principal).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from jaejin.core.config import get_settings
+from jaejin.core.database import utcnow
+from jaejin.core.errors import Problem
+from jaejin.core.i18n import N_
+from jaejin.directory.store import Consent, Encounter, Institution, Patient
+from jaejin.policy.decision import Decision
+from jaejin.policy.engine import evaluate
+from jaejin.policy.korean_time import KST
+from jaejin.policy.packs import DEFAULT_DATA_DIRECTORY, PackRegistry, default_registry, load_packs
+from jaejin.policy.request import EvaluationRequest, parse_request
+from jaejin.policy.vocabulary import DecisionKind, Effect, PatientFlag
+
+#: The window of the share cap: telemedicine share of an institution's encounters.
+SHARE_WINDOW = timedelta(days=30)
+#: Encounter modes (`jaejin.directory.model.EncounterMode`) that are telemedicine.
+TELEMEDICINE_MODES = ("video", "audio", "chat")
+#: Encounter mode -> the request's history mode. Text chat has no counterpart in the request
+#: vocabulary and the rules only ever look at in-person encounters, so chat is left out.
+HISTORY_MODES = {"in_person": "in_person", "video": "video", "audio": "phone"}
+#: The request accepts at most this many history entries; the newest in-person ones decide.
+MAX_HISTORY = 500
+#: Consents that make `consent_recorded` true: the Act's telemedicine-limits explanation for a
+#: patient in Korea; PIPA arts 23 and 28-8 (sensitive data, transfer abroad) for one abroad,
+#: which is what the overseas pack's consent parameter names.
+DOMESTIC_CONSENTS = ("telemedicine_limits",)
+ABROAD_CONSENTS = ("pipa_sensitive", "cross_border_transfer")
+
+
+@lru_cache(maxsize=1)
+def policy_registry() -> PackRegistry:
+    """The packs the product decides with, loaded once per process.
+
+    `JAEJIN_POLICY_PACKS_DIRECTORY` replaces the shipped packs (the data lists stay the shipped
+    ones). Raises PackError when a pack is malformed: `jaejin.policy.api` calls this at import,
+    so the service refuses to start rather than decide on partial rules.
+    """
+    directory = get_settings().policy_packs_directory
+    if directory is None:
+        return default_registry()
+    return load_packs(directory, DEFAULT_DATA_DIRECTORY)
+
+
+# -- the institution's share -------------------------------------------------------------------
+
+
+def _share_counts(
+    db: Session, institution_id: int, start: datetime, end: datetime
+) -> tuple[int, int]:
+    telemedicine = func.sum(case((Encounter.mode.in_(TELEMEDICINE_MODES), 1), else_=0))
+    total, remote = db.execute(
+        select(func.count(Encounter.id), telemedicine).where(
+            Encounter.institution_id == institution_id,
+            Encounter.started_at >= start,
+            Encounter.started_at < end,
+        )
+    ).one()
+    return int(total or 0), int(remote or 0)
+
+
+def telemedicine_share(db: Session, institution_id: int, at: datetime) -> float:
+    """Telemedicine encounters / all encounters of the institution in the 30 days before `at`.
+
+    Counts `Encounter` rows with `started_at` in [at - 30 days, at); video, audio and chat are
+    telemedicine. An institution with no encounters in the window has share 0.
+    """
+    _require_aware(at, "at")
+    total, remote = _share_counts(db, institution_id, at - SHARE_WINDOW, at)
+    return remote / total if total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DayShare:
+    """One Korean calendar day: that day's encounters, and the 30-day share at its end."""
+
+    day: date
+    encounters: int
+    telemedicine: int
+    rolling_share: float
+
+
+def daily_shares(db: Session, institution_id: int, *, days: int, until: datetime) -> list[DayShare]:
+    """The last `days` Korean calendar days up to `until`, oldest first, for trend charts.
+
+    `rolling_share` is the share over the 30 days ending at the end of that day (the cap's
+    window), or at `until` for the current day.
+    """
+    _require_aware(until, "until")
+    last_day = until.astimezone(KST).date()
+    first_day = last_day - timedelta(days=days - 1)
+    rows = db.execute(
+        select(Encounter.started_at, Encounter.mode).where(
+            Encounter.institution_id == institution_id,
+            Encounter.started_at >= _kst_midnight(first_day) - SHARE_WINDOW,
+            Encounter.started_at < until,
+        )
+    ).all()
+    ordered = sorted(
+        (started.astimezone(UTC), mode in TELEMEDICINE_MODES) for started, mode in rows
+    )
+    moments = [moment for moment, _remote in ordered]
+    # remote_before[i]: telemedicine encounters among the first i, so any window is two look-ups.
+    remote_before = [0]
+    for _moment, remote in ordered:
+        remote_before.append(remote_before[-1] + remote)
+
+    def counts(start: datetime, end: datetime) -> tuple[int, int]:
+        low, high = bisect_left(moments, start), bisect_left(moments, end)
+        return high - low, remote_before[high] - remote_before[low]
+
+    result: list[DayShare] = []
+    for offset in range(days):
+        day = first_day + timedelta(days=offset)
+        day_end = min(_kst_midnight(day + timedelta(days=1)), until)
+        encounters, telemedicine = counts(_kst_midnight(day), day_end)
+        window_total, window_remote = counts(day_end - SHARE_WINDOW, day_end)
+        result.append(
+            DayShare(
+                day=day,
+                encounters=encounters,
+                telemedicine=telemedicine,
+                rolling_share=window_remote / window_total if window_total else 0.0,
+            )
+        )
+    return result
+
+
+def _kst_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=KST).astimezone(UTC)
+
+
+# -- one proposed visit ------------------------------------------------------------------------
+
+
+def _require_aware(moment: datetime, name: str) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime (UTC inside, zoneinfo at the edge)")
+
+
+def _history(
+    db: Session, patient: Patient, institution: Institution, at: datetime
+) -> list[dict[str, Any]]:
+    encounters = db.execute(
+        select(Encounter.started_at, Encounter.mode, Encounter.kind, Encounter.conditions)
+        .where(
+            Encounter.patient_id == patient.id,
+            # Only this institution's records: another institution's encounters with the same
+            # person are not this institution's to see, and the rules ask about "same institution".
+            Encounter.institution_id == institution.id,
+            Encounter.started_at <= at,
+        )
+        .order_by(Encounter.started_at.desc())
+    ).all()
+    in_person: list[dict[str, Any]] = []
+    remote: list[dict[str, Any]] = []
+    for started_at, mode, kind, conditions in encounters:
+        history_mode = HISTORY_MODES.get(mode)
+        if history_mode is None:
+            continue
+        day = started_at.astimezone(KST).date().isoformat()
+        target = in_person if history_mode == "in_person" else remote
+        base: dict[str, Any] = {
+            "date": day, "mode": history_mode, "kind": kind, "same_institution": True,
+        }
+        # One entry per diagnosis (the rules compare conditions one by one); none: no diagnosis.
+        if conditions:
+            target.extend({**base, "condition": code} for code in conditions)
+        else:
+            target.append(base)
+    # Newest first within each group: past the request's limit, the oldest remote contacts go
+    # first (the rules never read them), then the oldest in-person ones.
+    kept = (in_person + remote)[:MAX_HISTORY]
+    return sorted(kept, key=lambda entry: entry["date"])
+
+
+def _active_consents(db: Session, patient: Patient, institution: Institution, at: datetime,
+                     kinds: Sequence[str]) -> bool:
+    found = set(
+        db.execute(
+            select(Consent.kind).where(
+                Consent.patient_id == patient.id,
+                Consent.institution_id == institution.id,
+                Consent.kind.in_(kinds),
+                Consent.granted_at <= at,
+                (Consent.withdrawn_at.is_(None)) | (Consent.withdrawn_at > at),
+            )
+        ).scalars()
+    )
+    return found >= set(kinds)
+
+
+def patient_facts(patient: Patient) -> dict[str, Any]:
+    """The `patient` part of a request, from the Patient row."""
+    lives_in_korea = patient.residence_country == "KR"
+    region = patient.residence_region if lives_in_korea else None
+    flags = list(dict.fromkeys(patient.flags or []))
+    # A recorded long-term-care grade is the fact the long_term_care flag stands for.
+    if patient.long_term_care_grade is not None and PatientFlag.LONG_TERM_CARE not in flags:
+        flags.append(PatientFlag.LONG_TERM_CARE.value)
+    facts: dict[str, Any] = {
+        "birth_date": patient.birth_date.isoformat(),
+        "nationality": patient.nationality,
+        "nhi_covered": patient.nhi_covered,
+        "residence_region": region,
+        "current_country": patient.current_country,
+        "flags": flags,
+    }
+    if region and patient.residence_district:
+        facts["residence_district"] = {"province": region, "district": patient.residence_district}
+    return facts
+
+
+def request_for_visit(
+    db: Session,
+    *,
+    patient: Patient,
+    institution: Institution,
+    at: datetime,
+    mode: str,
+    condition: str,
+    tri_party: bool = False,
+    prescriptions: Iterable[Mapping[str, Any]] = (),
+    documents: Iterable[str] = (),
+    consent_recorded: bool | None = None,
+    identity_verified: bool | None = None,
+    lang: str,
+) -> EvaluationRequest:
+    """The evaluation request for a proposed visit, built from Jaejin's records.
+
+    Arguments:
+      patient, institution: the rows; the patient must be this institution's
+        (`patient.institution_id == institution.id`), else ValueError.
+      at: when the visit takes place (aware datetime; the pack is chosen by its Korean day).
+      mode: "video", "phone" or "in_person" (`jaejin.policy.vocabulary.VisitMode`; the
+        scheduling capability's "video"/"in_person" values are accepted as they are).
+      condition: the KCD code the visit is about (e.g. "I10", "E11.9").
+      tri_party: held with the patient's local physician (a patient abroad).
+      prescriptions: `{"ingredient", "days", optional "atc", "controlled", "indication"}` each.
+      documents: document kinds to be issued ("diagnosis_certificate", "referral_letter", ...).
+      consent_recorded: None reads the Consent table: an active `telemedicine_limits` consent
+        for a patient in Korea; active `pipa_sensitive` and `cross_border_transfer` consents
+        for a patient abroad. True/False overrides (e.g. consent captured during the call).
+      identity_verified: Jaejin keeps no standing identity check; None means not yet verified
+        (the decision then lists IDENTITY_CHECK_REQUIRED). The visit passes True once the
+        clinician has verified the patient on video.
+      lang: language of the decision's messages.
+
+    What it reads: the patient's encounters AT THIS INSTITUTION up to `at` (history, all with
+    same_institution true; encounters elsewhere in the deployment are not visible), the
+    patient's flags (a long-term-care grade adds `long_term_care`), residence region and
+    district (only when living in Korea), nationality, insurance, current country, the
+    consents, and the institution's telemedicine share over the 30 days before `at` (before
+    now, for a visit in the future: the share the institution actually has).
+
+    Raises pydantic.ValidationError naming the field when an argument or a record is invalid
+    (an unknown flag stored on the patient is `patient.flags.0`, a bad condition
+    `visit.condition`), ValueError for a naive `at` or a patient of another institution.
+    """
+    _require_aware(at, "at")
+    if patient.institution_id != institution.id:
+        raise ValueError(
+            f"patient {patient.id} belongs to institution {patient.institution_id}, "
+            f"not {institution.id}"
+        )
+    abroad = patient.current_country != "KR"
+    if consent_recorded is None:
+        consent_recorded = _active_consents(
+            db, patient, institution, at, ABROAD_CONSENTS if abroad else DOMESTIC_CONSENTS
+        )
+    share_at = min(at, utcnow())
+    payload: dict[str, Any] = {
+        "at": at.isoformat(),
+        "lang": lang,
+        "institution": {
+            "kind": institution.kind,
+            "region": institution.region,
+            "telemedicine_share": telemedicine_share(db, institution.id, share_at),
+            "id": institution.code,
+        },
+        "patient": patient_facts(patient),
+        "history": _history(db, patient, institution, at),
+        "visit": {"mode": str(mode), "condition": condition, "tri_party": tri_party},
+        "prescriptions": [dict(item) for item in prescriptions],
+        "documents": [{"kind": str(kind)} for kind in documents],
+        "consent_recorded": consent_recorded,
+        "identity_verified": bool(identity_verified),
+    }
+    return parse_request(payload)
+
+
+def decide_for_visit(
+    db: Session,
+    *,
+    patient: Patient,
+    institution: Institution,
+    at: datetime,
+    mode: str,
+    condition: str,
+    tri_party: bool = False,
+    prescriptions: Iterable[Mapping[str, Any]] = (),
+    documents: Iterable[str] = (),
+    consent_recorded: bool | None = None,
+    identity_verified: bool | None = None,
+    lang: str,
+    registry: PackRegistry | None = None,
+) -> Decision:
+    """Judge a proposed visit from the records: call it when booking, starting and prescribing.
+
+    Same arguments as `request_for_visit` (read its docstring), plus `registry` (default: the
+    packs loaded at start-up, `policy_registry()`). Returns the engine's `Decision`:
+    `decision.decision` is DecisionKind.ALLOWED / CONDITIONAL / DENIED, with `reasons`,
+    `conditions`, `prescriptions`, `documents` and `alternatives` (render them with the
+    template partial `policy/_decision.html`; refuse with `denial_problem(decision)`).
+
+    A denied visit must not be booked or started. A conditional one may be booked; before it
+    starts, call again with the facts that meet the conditions (identity_verified=True, consent
+    recorded, video) and require ALLOWED.
+
+    Raises pydantic.ValidationError or jaejin.policy.RequestError (a record contradicting the
+    reference data, e.g. a shortage-area flag with a district not on the list), both naming the
+    field: show them as 422, never guess around them.
+    """
+    request = request_for_visit(
+        db, patient=patient, institution=institution, at=at, mode=mode, condition=condition,
+        tri_party=tri_party, prescriptions=prescriptions, documents=documents,
+        consent_recorded=consent_recorded, identity_verified=identity_verified, lang=lang,
+    )
+    return evaluate(request, registry or policy_registry())
+
+
+def denial_problem(decision: Decision) -> Problem:
+    """The 409 a booking or start route raises for a denied visit, with the decision attached.
+
+    The body carries `decision` (the engine's JSON) so a client shows the reasons and the
+    alternatives (book in person; a tri-party consultation with the local physician).
+    """
+    if decision.decision is not DecisionKind.DENIED:
+        raise ValueError("only a denied decision is a refusal")
+    return Problem(
+        409,
+        "POLICY_DENIED",
+        N_("The telemedicine rules do not allow this visit: {reasons}"),
+        params={"reasons": " ".join(
+            reason.message for reason in decision.reasons if reason.effect is Effect.DENY
+        )},
+        extra={"decision": decision.model_dump(mode="json")},
+    )

@@ -168,3 +168,165 @@ CASES: list[Case] = [
               own_institution_check=True, markers=markers),
     RouteCase("GET", "/fhir/R4/metadata", EVERYONE, public=True, markers=markers),
 ]
+
+
+# ------------------------------------------------------------------------ care-team workflow
+# Care plans, alerts and their steps, escalation policy, the triage list (JSON and pages), and
+# the patient's own monitoring page (jaejin.monitoring.workflow_api and jaejin.monitoring.pages).
+
+#: May read monitoring workflow data of their institution's patients.
+WORKFLOW_READERS = frozenset({Role.CLINICIAN, Role.COORDINATOR, Role.INSTITUTION_ADMIN,
+                              Role.SYSTEM_CLIENT})
+#: May take alert steps (the pages: people only).
+RESPONDERS = frozenset({Role.CLINICIAN, Role.COORDINATOR, Role.SYSTEM_CLIENT})
+PAGE_RESPONDERS = frozenset({Role.CLINICIAN, Role.COORDINATOR})
+STAFF_PAGES = frozenset({Role.CLINICIAN, Role.COORDINATOR, Role.INSTITUTION_ADMIN})
+#: The explanation of institution A's alert and the MRN of its monitored patient.
+ALERT_MARKER = "Oxygen saturation 81"
+MRN_MARKER = "MRN-A-1"
+
+
+def _signal_alert(world: World, patient_row: Patient, metric_item: dict[str, Any]) -> int:
+    """An alert raised the way ingest raises it, from one reading stored for the patient."""
+    with world.session() as db:
+        patient = IngestPatient.of(patient_row)
+        now = datetime.now(UTC)
+        items = parse_batch({"readings": [metric_item]}, patient.context(now))
+        result = ingest_items(db, patient, items, "json", received_at=now)
+        assert result.alerts, result
+        return result.alerts[0].alert_id
+
+
+def _workflow(world: World) -> dict[str, int]:
+    """A's patient on a care plan with one alert (made once, on first use)."""
+    found: dict[str, int] | None = world.extra.get("monitoring_workflow")
+    if found is not None:
+        return found
+    from jaejin.monitoring.store import CarePlanRow
+
+    patient_id = world.actors.patients["a"].id
+    with world.session() as db:
+        patient_row = db.get(Patient, patient_id)
+        assert patient_row is not None
+        db.add(CarePlanRow(patient_id=patient_id, institution_id=patient_row.institution_id,
+                           template="hypertension", overrides={}, created_by="user:0",
+                           active=True))
+        db.expunge(patient_row)
+    alert_id = _signal_alert(world, patient_row, {
+        "idempotency_key": "matrix-spo2", "metric": "spo2", "value": 81, "unit": "%",
+        "effective_at": _recent(1)})
+    found = {"patient": patient_id, "alert": alert_id}
+    world.extra["monitoring_workflow"] = found
+    return found
+
+
+def workflow_markers(world: World) -> list[str]:
+    _workflow(world)
+    return [ALERT_MARKER, MRN_MARKER]
+
+
+def fresh_alert(world: World) -> int:
+    """A new open alert of A (a new patient each time: every step starts from `open`)."""
+    from tests.support import make_patient
+
+    with world.session() as db:
+        patient_row = make_patient(db, world.actors.a, world.unique("MRN-STEP"))
+        db.expunge(patient_row)
+    return _signal_alert(world, patient_row, {
+        "idempotency_key": "matrix-step", "metric": "heart_rate", "value": 150, "unit": "bpm",
+        "effective_at": _recent(1)})
+
+
+def alert_step(world: World, caller: Caller, case: RouteCase) -> Any:
+    url = case.path.format(alert_id=fresh_alert(world), action="snooze")
+    if case.path.endswith("/snooze"):
+        return caller.client.post(url, json={"minutes": 60}, headers=caller.auth_headers(),
+                                  follow_redirects=False)
+    return caller.client.post(url, headers=caller.auth_headers(), follow_redirects=False)
+
+
+def page_alert_step(world: World, caller: Caller, case: RouteCase) -> Any:
+    url = case.path.format(alert_id=fresh_alert(world), action="acknowledge")
+    data = {"csrf_token": caller.session_csrf or "", "next": "/monitoring/triage"}
+    return caller.client.post(url, data=data, headers=caller.auth_headers(),
+                              follow_redirects=False)
+
+
+class _StreamStart:
+    """The status, headers and first chunk of an event stream (it never ends by itself)."""
+
+    def __init__(self, status_code: int, headers: Any, text: str) -> None:
+        self.status_code, self.headers, self.text = status_code, headers, text
+
+
+def event_stream(world: World, caller: Caller, case: RouteCase) -> Any:
+    workflow_markers(world)
+    with caller.client.stream("GET", case.path, headers=caller.auth_headers(),
+                              follow_redirects=False) as response:
+        text = next(response.iter_text(), "") if response.status_code == 200 else (
+            response.read().decode())
+        return _StreamStart(response.status_code, response.headers, text)
+
+
+def institution_a(world: World) -> dict[str, Any]:
+    return {"institution_id": world.actors.a.id}
+
+
+def patient_of_workflow(world: World) -> dict[str, Any]:
+    return {"patient_id": _workflow(world)["patient"]}
+
+
+def manual_reading(world: World, caller: Caller) -> dict[str, Any]:
+    return {"metric": "heart_rate", "value": str(60 + next(_serial) % 30),
+            "measured_at": (datetime.now(UTC) - timedelta(minutes=next(_serial))).strftime(
+                "%Y-%m-%dT%H:%M"), "entry_key": world.unique("matrix-manual")}
+
+
+CARE_PLAN = "/api/v1/monitoring/patients/{patient_id}/care-plan"
+ALERT = "/api/v1/monitoring/alerts/{alert_id}"
+ESCALATION = "/api/v1/monitoring/institutions/{institution_id}/escalation"
+
+CASES += [
+    RouteCase("GET", CARE_PLAN, WORKFLOW_READERS, path_params=patient_of_workflow,
+              own_institution_check=True),
+    RouteCase("PUT", CARE_PLAN, frozenset({Role.CLINICIAN, Role.SYSTEM_CLIENT}),
+              path_params=patient_of_workflow,
+              json=lambda world, caller: {"template": "hypertension"},
+              own_institution_check=True),
+    RouteCase("GET", "/api/v1/monitoring/alerts", WORKFLOW_READERS, markers=workflow_markers),
+    RouteCase("GET", ALERT, WORKFLOW_READERS,
+              path_params=lambda world: {"alert_id": _workflow(world)["alert"]},
+              own_institution_check=True, markers=workflow_markers),
+    RouteCase("POST", ALERT + "/acknowledge", RESPONDERS, call=alert_step,
+              own_institution_check=True),
+    RouteCase("POST", ALERT + "/snooze", RESPONDERS, call=alert_step,
+              own_institution_check=True),
+    RouteCase("POST", ALERT + "/resolve", RESPONDERS, call=alert_step,
+              own_institution_check=True),
+    RouteCase("GET", "/api/v1/monitoring/triage", WORKFLOW_READERS, markers=workflow_markers),
+    RouteCase("GET", ESCALATION, WORKFLOW_READERS, path_params=institution_a,
+              own_institution_check=True),
+    RouteCase("PUT", ESCALATION, frozenset({Role.CLINICIAN, Role.INSTITUTION_ADMIN}),
+              path_params=institution_a,
+              json=lambda world, caller: {"escalate_after_minutes": 15},
+              own_institution_check=True),
+    RouteCase("GET", "/monitoring/triage", STAFF_PAGES, markers=workflow_markers),
+    RouteCase("GET", "/monitoring/triage/list", STAFF_PAGES, markers=workflow_markers),
+    RouteCase("GET", "/monitoring/triage/events", STAFF_PAGES, call=event_stream,
+              markers=workflow_markers),
+    RouteCase("POST", "/monitoring/alerts/{alert_id}/{action}", PAGE_RESPONDERS,
+              call=page_alert_step, own_institution_check=True),
+    RouteCase("POST", "/monitoring/on-call", frozenset({Role.CLINICIAN}),
+              form=lambda world, caller: {"institution_id": str(world.actors.a.id)},
+              own_institution_check=True),
+    RouteCase("GET", "/monitoring/patients/{patient_id}", STAFF_PAGES,
+              path_params=patient_of_workflow, own_institution_check=True,
+              markers=workflow_markers),
+    RouteCase("POST", "/monitoring/patients/{patient_id}/care-plan",
+              frozenset({Role.CLINICIAN}), path_params=patient_of_workflow,
+              form=lambda world, caller: {"template": "hypertension"},
+              own_institution_check=True),
+    RouteCase("GET", "/monitoring/me", frozenset({Role.PATIENT}), markers=workflow_markers),
+    RouteCase("POST", "/monitoring/me/readings", frozenset({Role.PATIENT}),
+              form=manual_reading),
+]

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -213,6 +214,16 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(error.headers) if error.headers else None
         return await render_problem(request, Problem(error.status_code, code, message,
                                                      headers=headers))
+
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def _unstorable(request: Request, error: Exception) -> Response:
+        # The database refused a value the request carried (a number beyond its column, a NUL
+        # byte, text longer than its column): bad input that validation let through.
+        log.warning("unstorable value on %s %s: %s", request.method, request.url.path, error)
+        return await render_problem(request, Problem(
+            422, "VALUE_NOT_STORABLE",
+            N_("A value in the request is out of range or cannot be stored.")))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -37,6 +37,9 @@ router = APIRouter(prefix="/api/v1", tags=["directory"])
 READERS = (Role.CLINICIAN, Role.COORDINATOR, Role.INSTITUTION_ADMIN, Role.SYSTEM_CLIENT)
 REGISTRARS = (Role.COORDINATOR, Role.INSTITUTION_ADMIN, Role.SYSTEM_CLIENT)
 RECORDERS = (Role.CLINICIAN, Role.COORDINATOR, Role.INSTITUTION_ADMIN, Role.SYSTEM_CLIENT)
+
+PathId = Annotated[int, Path(ge=1, le=model.MAX_RECORD_ID)]
+QueryId = Annotated[int, Query(ge=1, le=model.MAX_RECORD_ID)]
 
 Reader = Annotated[Principal, Depends(requires(*READERS, scope="directory.read"))]
 Registrar = Annotated[Principal, Depends(requires(*REGISTRARS, scope="directory.write"))]
@@ -129,7 +132,7 @@ def search_practitioners(
 @router.post("/practitioners", status_code=201, response_model=model.PractitionerPublic)
 def create_practitioner(body: model.PractitionerCreate, principal: Registrar, db: DbSession,
                         response: Response,
-                        institution_id: int | None = None) -> model.PractitionerPublic:
+                        institution_id: QueryId | None = None) -> model.PractitionerPublic:
     institution = acting_institution(principal, institution_id, REGISTRARS)
     practitioner = db.execute(
         select(Practitioner).where(Practitioner.licence_number == body.licence_number)
@@ -152,13 +155,13 @@ def create_practitioner(body: model.PractitionerCreate, principal: Registrar, db
 
 
 @router.get("/practitioners/{practitioner_id}", response_model=model.PractitionerPublic)
-def read_practitioner(practitioner_id: int, principal: Reader,
+def read_practitioner(practitioner_id: PathId, principal: Reader,
                       db: DbSession) -> model.PractitionerPublic:
     return _practitioner_public(load_practitioner(db, principal, practitioner_id))
 
 
 @router.patch("/practitioners/{practitioner_id}", response_model=model.PractitionerPublic)
-def update_practitioner(practitioner_id: int, body: model.PractitionerUpdate,
+def update_practitioner(practitioner_id: PathId, body: model.PractitionerUpdate,
                         principal: Registrar, db: DbSession) -> model.PractitionerPublic:
     practitioner = load_practitioner(db, principal, practitioner_id, REGISTRARS)
     changes = body.model_dump(exclude_unset=True)
@@ -186,7 +189,7 @@ def search_patients(
     principal: Reader, db: DbSession,
     mrn: Annotated[str | None, Query(max_length=40)] = None,
     name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
-    institution_id: int | None = None,
+    institution_id: QueryId | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[model.PatientPublic]:
     scope = principal.institutions_where(*READERS)
@@ -243,7 +246,7 @@ def create_patient(body: model.PatientCreate, principal: Registrar, db: DbSessio
 
 
 @router.get("/patients/{patient_id}", response_model=model.PatientPublic)
-def read_patient(patient_id: int, principal: Reader, db: DbSession) -> model.PatientPublic:
+def read_patient(patient_id: PathId, principal: Reader, db: DbSession) -> model.PatientPublic:
     patient = load_patient(db, principal, patient_id)
     audit(db, principal, AuditEvent("read", "patient", str(patient.id), patient.id,
                                     patient.institution_id))
@@ -252,7 +255,7 @@ def read_patient(patient_id: int, principal: Reader, db: DbSession) -> model.Pat
 
 
 @router.patch("/patients/{patient_id}", response_model=model.PatientPublic)
-def update_patient(patient_id: int, body: model.PatientUpdate, principal: Registrar,
+def update_patient(patient_id: PathId, body: model.PatientUpdate, principal: Registrar,
                    db: DbSession) -> model.PatientPublic:
     patient = load_patient(db, principal, patient_id, REGISTRARS)
     changes = body.model_dump(exclude_unset=True, mode="json")
@@ -272,7 +275,7 @@ def update_patient(patient_id: int, body: model.PatientUpdate, principal: Regist
 @router.post("/patients/{patient_id}/invitations", status_code=201,
              response_model=model.InvitationPublic,
              summary="Invite the patient to set up their account (after an in-person visit)")
-def invite_patient(patient_id: int, request: Request, settings: AppSettings,
+def invite_patient(patient_id: PathId, request: Request, settings: AppSettings,
                    principal: Registrar, db: DbSession) -> model.InvitationPublic:
     patient = load_patient(db, principal, patient_id, REGISTRARS)
     if patient.user_id is not None:
@@ -293,7 +296,7 @@ def invite_patient(patient_id: int, request: Request, settings: AppSettings,
 
 @router.get("/patients/{patient_id}/local-physicians",
             response_model=list[model.LocalPhysicianPublic])
-def list_local_physicians(patient_id: int, principal: Reader,
+def list_local_physicians(patient_id: PathId, principal: Reader,
                           db: DbSession) -> list[LocalPhysician]:
     patient = load_patient(db, principal, patient_id)
     audit(db, principal, AuditEvent("read", "local_physician", None, patient.id,
@@ -304,7 +307,7 @@ def list_local_physicians(patient_id: int, principal: Reader,
 
 @router.post("/patients/{patient_id}/local-physicians", status_code=201,
              response_model=model.LocalPhysicianPublic)
-def add_local_physician(patient_id: int, body: model.LocalPhysicianCreate, principal: Registrar,
+def add_local_physician(patient_id: PathId, body: model.LocalPhysicianCreate, principal: Registrar,
                         db: DbSession) -> LocalPhysician:
     patient = load_patient(db, principal, patient_id, REGISTRARS)
     physician = LocalPhysician(institution_id=patient.institution_id, patient_id=patient.id,
@@ -318,7 +321,7 @@ def add_local_physician(patient_id: int, body: model.LocalPhysicianCreate, princ
 
 
 @router.patch("/local-physicians/{physician_id}", response_model=model.LocalPhysicianPublic)
-def update_local_physician(physician_id: int, body: model.LocalPhysicianUpdate,
+def update_local_physician(physician_id: PathId, body: model.LocalPhysicianUpdate,
                            principal: Registrar, db: DbSession) -> LocalPhysician:
     physician = db.get(LocalPhysician, physician_id)
     if physician is None or not principal.can_act_for(physician.institution_id, *REGISTRARS):
@@ -336,7 +339,7 @@ def update_local_physician(physician_id: int, body: model.LocalPhysicianUpdate,
 
 @router.get("/encounters", response_model=list[model.EncounterPublic])
 def search_encounters(
-    principal: Reader, db: DbSession, patient_id: int,
+    principal: Reader, db: DbSession, patient_id: QueryId,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[Encounter]:
     patient = load_patient(db, principal, patient_id)
@@ -412,7 +415,7 @@ def _load_encounter(db: Session, principal: Principal, encounter_id: int,
 
 
 @router.get("/encounters/{encounter_id}", response_model=model.EncounterPublic)
-def read_encounter(encounter_id: int, principal: Reader, db: DbSession) -> Encounter:
+def read_encounter(encounter_id: PathId, principal: Reader, db: DbSession) -> Encounter:
     encounter = _load_encounter(db, principal, encounter_id, READERS)
     audit(db, principal, AuditEvent("read", "encounter", str(encounter.id), encounter.patient_id,
                                     encounter.institution_id))
@@ -421,7 +424,7 @@ def read_encounter(encounter_id: int, principal: Reader, db: DbSession) -> Encou
 
 
 @router.patch("/encounters/{encounter_id}", response_model=model.EncounterPublic)
-def update_encounter(encounter_id: int, body: model.EncounterUpdate, principal: Recorder,
+def update_encounter(encounter_id: PathId, body: model.EncounterUpdate, principal: Recorder,
                      db: DbSession) -> Encounter:
     encounter = _load_encounter(db, principal, encounter_id, RECORDERS)
     changes = body.model_dump(exclude_unset=True)
@@ -440,7 +443,7 @@ def update_encounter(encounter_id: int, body: model.EncounterUpdate, principal: 
 
 
 @router.get("/patients/{patient_id}/consents", response_model=list[model.ConsentPublic])
-def list_consents(patient_id: int, principal: Reader, db: DbSession) -> list[Consent]:
+def list_consents(patient_id: PathId, principal: Reader, db: DbSession) -> list[Consent]:
     patient = load_patient(db, principal, patient_id)
     consents = list(db.execute(select(Consent).where(Consent.patient_id == patient.id)
                                .order_by(Consent.granted_at)).scalars())
@@ -451,7 +454,7 @@ def list_consents(patient_id: int, principal: Reader, db: DbSession) -> list[Con
 
 @router.post("/patients/{patient_id}/consents", status_code=201,
              response_model=model.ConsentPublic)
-def record_consent(patient_id: int, body: model.ConsentCreate, principal: Recorder,
+def record_consent(patient_id: PathId, body: model.ConsentCreate, principal: Recorder,
                    db: DbSession) -> Consent:
     patient = load_patient(db, principal, patient_id, RECORDERS)
     consent = Consent(institution_id=patient.institution_id, patient_id=patient.id,
@@ -467,7 +470,7 @@ def record_consent(patient_id: int, body: model.ConsentCreate, principal: Record
 
 
 @router.post("/consents/{consent_id}/withdraw", response_model=model.ConsentPublic)
-def withdraw_consent(consent_id: int, principal: Recorder, db: DbSession) -> Consent:
+def withdraw_consent(consent_id: PathId, principal: Recorder, db: DbSession) -> Consent:
     consent = db.get(Consent, consent_id)
     if consent is None or not principal.can_act_for(consent.institution_id, *RECORDERS):
         raise not_found("consent")

@@ -129,19 +129,38 @@ def check_aware(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+#: Primary keys are INTEGER columns: anything larger cannot name a record (and PostgreSQL or
+#: SQLite would fail on it rather than find nothing).
+MAX_RECORD_ID = 2_147_483_647
+RecordId = Annotated[int, Field(ge=1, le=MAX_RECORD_ID)]
+
 TimeZoneName = Annotated[str, AfterValidator(check_time_zone)]
 CountryCode = Annotated[str, AfterValidator(check_country)]
 KoreanRegion = Annotated[str, AfterValidator(check_korean_region)]
-LanguageTag = Annotated[str, Field(max_length=16), AfterValidator(check_language)]
+# Stored in 10-character columns: "zh-Hant-TW" fits, "yue-Hant-HK" is refused, not truncated.
+LanguageTag = Annotated[str, Field(max_length=10), AfterValidator(check_language)]
 ConditionCode = Annotated[str, AfterValidator(check_condition_code)]
 AwareDatetime = Annotated[datetime, AfterValidator(check_aware)]
 EmailAddress = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 PhoneNumber = Annotated[str, Field(max_length=32, pattern=r"^\+[1-9][0-9]{6,14}$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+PersonName = Annotated[str, Field(min_length=1, max_length=100)]
+
+#: C0 control characters other than tab, line feed and carriage return: PostgreSQL cannot store
+#: NUL at all, and none of them belongs in a name, code or note.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and _CONTROL_CHARACTERS.search(text) for text in texts):
+            raise ValueError("Contains control characters that cannot be stored.")
+        return value
 
 
 def refuse_null(value: Any) -> Any:
@@ -225,10 +244,10 @@ class PractitionerPublic(BaseModel):
 
 
 class PatientBase(Strict):
-    family_name_native: ShortText
-    given_name_native: ShortText
-    family_name_latin: ShortText
-    given_name_latin: ShortText
+    family_name_native: PersonName
+    given_name_native: PersonName
+    family_name_latin: PersonName
+    given_name_latin: PersonName
     birth_date: date
     sex: Sex
     nationality: CountryCode
@@ -259,14 +278,14 @@ class PatientBase(Strict):
 
 class PatientCreate(PatientBase):
     mrn: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$")]
-    institution_id: int | None = None
+    institution_id: RecordId | None = None
 
 
 class PatientUpdate(Strict):
     """Partial update: only the fields sent change. Identity fields stay with the MRN owner."""
 
-    family_name_latin: ShortText | None = None
-    given_name_latin: ShortText | None = None
+    family_name_latin: PersonName | None = None
+    given_name_latin: PersonName | None = None
     residence_country: CountryCode | None = None
     residence_region: KoreanRegion | None = None
     residence_district: Annotated[str | None, Field(max_length=60)] = None
@@ -355,8 +374,8 @@ class LocalPhysicianPublic(BaseModel):
 
 
 class EncounterCreate(Strict):
-    patient_id: int
-    practitioner_id: int | None = None
+    patient_id: RecordId
+    practitioner_id: RecordId | None = None
     external_id: Annotated[str | None, Field(max_length=80)] = None
     mode: EncounterMode
     kind: EncounterKind = EncounterKind.VISIT

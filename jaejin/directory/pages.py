@@ -14,7 +14,7 @@ from jaejin.core.audit import AuditEvent
 from jaejin.core.authn import AppSettings, DbSession, Principal, audit, requires
 from jaejin.core.errors import Problem
 from jaejin.core.i18n import N_, normalise_language
-from jaejin.directory.api import audit_search, load_patient
+from jaejin.directory.api import PathId, audit_search, load_patient
 from jaejin.directory.store import Consent, Encounter, Institution, Patient
 from jaejin.web import navigation
 from jaejin.web.templating import render
@@ -51,7 +51,7 @@ def patient_list(request: Request, principal: Staff, db: DbSession,
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
-def patient_detail(request: Request, patient_id: int, principal: Staff,
+def patient_detail(request: Request, patient_id: PathId, principal: Staff,
                    db: DbSession) -> Response:
     patient = load_patient(db, principal, patient_id, STAFF)
     encounters = list(db.execute(select(Encounter).where(Encounter.patient_id == patient.id)
@@ -67,7 +67,7 @@ def patient_detail(request: Request, patient_id: int, principal: Staff,
 
 
 @router.post("/patients/{patient_id}/invitation", response_class=HTMLResponse)
-def patient_invitation(request: Request, patient_id: int, settings: AppSettings,
+def patient_invitation(request: Request, patient_id: PathId, settings: AppSettings,
                        principal: Annotated[Principal, Depends(requires(
                            Role.COORDINATOR, Role.INSTITUTION_ADMIN, Role.CLINICIAN))],
                        db: DbSession,

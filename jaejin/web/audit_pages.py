@@ -15,6 +15,7 @@ from jaejin.core.audit import AuditEntry, AuditEvent
 from jaejin.core.authn import DbSession, Principal, audit, requires
 from jaejin.core.errors import validation_problem
 from jaejin.core.i18n import N_
+from jaejin.directory.model import MAX_RECORD_ID
 from jaejin.web import navigation
 from jaejin.web.templating import render
 
@@ -31,7 +32,7 @@ class AuditFilters(BaseModel):
     """The search form's fields. The form sends every field, empty ones as "": those mean
     'any', not an invalid value."""
 
-    patient_id: Annotated[int | None, Field(ge=1)] = None
+    patient_id: Annotated[int | None, Field(ge=1, le=MAX_RECORD_ID)] = None
     actor: Annotated[str, Field(max_length=80)] = ""
     action: Annotated[str, Field(max_length=40)] = ""
     start: date | None = None

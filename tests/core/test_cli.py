@@ -134,16 +134,40 @@ def test_user_create_refuses_bad_input_and_creates_nobody(jaejin, client, actors
 # ---------------------------------------------------------------------------------- migrations
 
 
-def test_db_upgrade_can_run_again_without_changing_anything(jaejin, engine, actors):
+def _applied_revisions(engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def test_db_upgrade_can_run_again_without_changing_anything(jaejin, engine, database_url,
+                                                            actors):
+    from alembic.script import ScriptDirectory
+
+    from jaejin.core.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+
+    def applied_with_ancestors() -> set[str]:
+        seen: set[str] = set()
+        pending = list(_applied_revisions(engine))
+        while pending:
+            revision = script.get_revision(pending.pop())
+            if revision is None or revision.revision in seen:
+                continue
+            seen.add(revision.revision)
+            for parents in (revision.down_revision, revision.dependencies):
+                pending += [parents] if isinstance(parents, str) else list(parents or ())
+        return seen
+
     before = count_rows(engine, User, Institution, Patient, AuditEntry)
+    versions = _applied_revisions(engine)
     for _ in range(2):
         result = jaejin("db", "upgrade")
         assert result.exit_code == 0, result.output
         assert "database is up to date" in result.output
+        assert _applied_revisions(engine) == versions
+        assert applied_with_ancestors() == {rev.revision for rev in script.walk_revisions()}
     assert count_rows(engine, User, Institution, Patient, AuditEntry) == before
-    with engine.connect() as connection:
-        versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-    assert len(versions) == 1
 
 
 # --------------------------------------------------------------------------------------- audit

@@ -552,6 +552,24 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, str, str | None]] = [
      "query.limit"),
     ("an encounter search without a patient", "GET", "/api/v1/encounters", None,
      "VALIDATION_FAILED", "query.patient_id"),
+    ("a path id beyond any record", "GET", "/api/v1/patients/99999999999999999999", None,
+     "VALIDATION_FAILED", "path.patient_id"),
+    ("a path id beyond 32 bits", "PATCH", "/api/v1/encounters/2147483648", {"summary": "x"},
+     "VALIDATION_FAILED", "path.encounter_id"),
+    ("a query id beyond any record", "GET", "/api/v1/encounters?patient_id=10000000000000000000",
+     None, "VALIDATION_FAILED", "query.patient_id"),
+    ("a body id beyond any record", "POST", "/api/v1/encounters",
+     ENCOUNTER | {"practitioner_id": 10**30}, "VALIDATION_FAILED", "practitioner_id"),
+    ("an institution id beyond any record", "POST", "/api/v1/patients",
+     new_patient(institution_id=2**40), "VALIDATION_FAILED", "institution_id"),
+    ("a NUL character in a name", "POST", "/api/v1/patients",
+     new_patient(family_name_native="Mil\x00ler"), "VALIDATION_FAILED", "family_name_native"),
+    ("a control character in a note", "POST", "/api/v1/encounters",
+     ENCOUNTER | {"summary": "ok\x1bnot"}, "VALIDATION_FAILED", "summary"),
+    ("a name longer than the record keeps", "POST", "/api/v1/patients",
+     new_patient(family_name_native="가" * 101), "VALIDATION_FAILED", "family_name_native"),
+    ("a language tag longer than the record keeps", "POST", "/api/v1/patients",
+     new_patient(preferred_language="yue-Hant-HK"), "VALIDATION_FAILED", "preferred_language"),
 ]
 
 
@@ -680,3 +698,33 @@ def test_the_api_names_the_stored_time_in_utc_whatever_offset_was_sent(api, acto
         stored = session.execute(select(Encounter).where(Encounter.id == created["id"])
                                  ).scalar_one()
         assert stored.started_at.tzinfo is not None
+
+
+def test_line_breaks_and_tabs_in_notes_are_kept(api, actors):
+    created = api("POST", "/api/v1/encounters", json=ENCOUNTER | {
+        "patient_id": actors.patients["a"].id, "summary": "Line one.\n\tLine two.\r\n"})
+    assert created.status_code == 201, created.text
+    assert created.json()["summary"] == "Line one.\n\tLine two."
+
+
+def test_a_value_the_database_refuses_is_a_422_problem_not_a_500(engine):
+    """The safety net under every capability's validation: the database's own refusal."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from jaejin.core.errors import install_error_handlers
+
+    toy = FastAPI()
+    install_error_handlers(toy)
+
+    @toy.get("/api/v1/lookup/{number}")
+    def lookup(number: int) -> dict[str, int | None]:
+        with fresh(engine) as session:
+            found = session.get(Patient, number)
+        return {"found": found.id if found else None}
+
+    client = TestClient(toy)
+    assert client.get("/api/v1/lookup/5").json() == {"found": None}
+    refused = client.get(f"/api/v1/lookup/{10**30}")
+    assert refused.status_code == 422
+    assert problem(refused)["code"] == "VALUE_NOT_STORABLE"

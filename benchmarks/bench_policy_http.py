@@ -52,7 +52,7 @@ from jaejin.directory.store import Institution
 GOAL_DECISIONS_PER_SECOND = 2_000
 GOAL_P99_MS = 15.0
 CONCURRENCY = 16
-SECRET_KEY = "bench-secret-key-long-enough-for-hs256-0123456789abcdef"  # noqa: S105
+SECRET_KEY = "bench-secret-key-long-enough-for-hs256-0123456789abcdef"
 
 
 def percentile(samples: list[float], fraction: float) -> float:

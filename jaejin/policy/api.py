@@ -3,6 +3,9 @@
     POST /api/v1/policy/evaluate   body: EvaluationRequest (docs/policy.md)  -> Decision
     GET  /api/v1/policy/packs      every pack with its parameters (?in_force_on=YYYY-MM-DD)
 
+The module's `router` also carries the policy pages (`jaejin.policy.pages`), so the capability
+is mounted by one entry in `jaejin.app.ROUTER_MODULES`.
+
 Any authenticated user, or a system client with the scope `policy.evaluate`. The packs are
 loaded when this module is imported (that is, when the application is built), so a malformed
 pack stops the service at start instead of being discovered by the first request.
@@ -24,19 +27,20 @@ from pydantic import ValidationError
 
 from jaejin.core.authn import Principal, require_principal, resolve_principal
 from jaejin.core.database import get_engine, session_factory
-from jaejin.core.errors import FieldError, Problem, field_errors_from_pydantic
+from jaejin.core.errors import FieldError, Problem
 from jaejin.core.i18n import N_, normalise_language
+from jaejin.policy import pages
 from jaejin.policy.decision import Decision
 from jaejin.policy.engine import evaluate
 from jaejin.policy.errors import RequestError
 from jaejin.policy.packs import PackRegistry
-from jaejin.policy.records import policy_registry
+from jaejin.policy.records import bad_request_problem, policy_registry
 from jaejin.policy.request import EvaluationRequest, parse_request
 
 #: Loaded at import: raises PackError (file and field named) when a pack is malformed.
 REGISTRY: PackRegistry = policy_registry()
 
-router = APIRouter(prefix="/api/v1/policy", tags=["policy"])
+json_routes = APIRouter(prefix="/api/v1/policy", tags=["policy"])
 
 SCOPE = "policy.evaluate"
 
@@ -68,55 +72,6 @@ async def policy_caller(request: Request) -> Principal:
 Evaluator = Annotated[Principal, Depends(policy_caller)]
 
 JSON_MEDIA_TYPE = "application/json"
-
-# Messages for the request model's own checks (jaejin.policy.request), by pydantic error type.
-_POLICY_MESSAGES: dict[str, str] = {
-    "unknown_region": N_(
-        "{value} is not a Korean province or metropolitan city (ISO 3166-2:KR, e.g. KR-11)."
-    ),
-    "unknown_country": N_("{value} is not an ISO 3166-1 alpha-2 country code."),
-    "kcd_code": N_("{value} is not a KCD diagnosis code (e.g. I10 or E11.9)."),
-    "atc_code": N_("{value} is not an ATC code (e.g. C08CA01)."),
-    "unknown_language": N_("{value} is not a supported language ({supported})."),
-    "model_type": N_("Must be an object."),
-}
-# The cross-field date checks say what is impossible; the field tells which check it was.
-_BIRTH_DATE_IMPOSSIBLE = N_(
-    "{value} is not a possible birth date for this visit: it is after the visit's day in Korea, "
-    "or before 1880."
-)
-_HISTORY_DATE_IMPOSSIBLE = N_(
-    "{value} is not a possible encounter date: history lists past encounters, from the birth "
-    "date up to the visit's day in Korea."
-)
-_DISTRICT_OUTSIDE_REGION = N_("{value} is not the patient's residence_region.")
-_CONTRADICTS_REFERENCE = N_("This contradicts Jaejin's reference data: {problem}")
-
-
-def _field_errors(error: ValidationError) -> list[FieldError]:
-    described: list[FieldError] = []
-    details = error.errors(include_url=False)
-    for detail, generic in zip(details, field_errors_from_pydantic(details), strict=True):
-        kind = detail["type"]
-        location = [str(part) for part in detail["loc"]]
-        field = ".".join(location) or "body"
-        value = detail.get("input")
-        params = {key: str(item) for key, item in (detail.get("ctx") or {}).items()}
-        message: str | None = _POLICY_MESSAGES.get(kind)
-        if kind == "invalid" and location:
-            params = {"value": str(value)}
-            if location[-1] == "birth_date":
-                message = _BIRTH_DATE_IMPOSSIBLE
-            elif location[-1] == "date":
-                message = _HISTORY_DATE_IMPOSSIBLE
-            elif location[-1] == "province":
-                message = _DISTRICT_OUTSIDE_REGION
-        if message is None:
-            described.append(generic)
-        else:
-            described.append(FieldError(field, kind.upper(), message, params))
-    return described
-
 
 def _answer_in_requested_language(request: Request, payload: object) -> None:
     """Errors are written in the request's `lang` when it names a supported language."""
@@ -160,7 +115,7 @@ _REQUEST_BODY = {
 }
 
 
-@router.post(
+@json_routes.post(
     "/evaluate",
     summary="Judge a proposed telemedicine visit under the rules in force on its day",
     response_model=Decision,
@@ -181,25 +136,15 @@ async def evaluate_visit(request: Request, principal: Evaluator) -> Response:
     _answer_in_requested_language(request, payload)
     try:
         decision = evaluate(parse_request(payload), REGISTRY)
-    except ValidationError as error:
-        raise Problem(
-            422, "VALIDATION_FAILED", N_("Some fields are not valid."),
-            errors=_field_errors(error),
-        ) from None
-    except RequestError as error:
-        raise Problem(
-            422, "POLICY_REQUEST_INCONSISTENT",
-            N_("The request contradicts the reference data the rules rely on."),
-            errors=[FieldError(error.field, "CONTRADICTS_REFERENCE_DATA", _CONTRADICTS_REFERENCE,
-                               {"problem": error.problem})],
-        ) from None
+    except (ValidationError, RequestError) as error:
+        raise bad_request_problem(error) from None
     return Response(decision_json(decision), media_type=JSON_MEDIA_TYPE)
 
 
 _ALL_PACKS = orjson.dumps(REGISTRY.describe())
 
 
-@router.get("/packs", summary="Every rule pack with its parameters, sources and in-force dates")
+@json_routes.get("/packs", summary="Every rule pack: parameters, sources, in-force dates")
 async def list_packs(
     principal: Evaluator,
     in_force_on: Annotated[
@@ -218,3 +163,9 @@ def _covers(described: dict[str, Any], day: date) -> bool:
     starts = date.fromisoformat(in_force["from"])
     ends = date.fromisoformat(in_force["until"]) if in_force.get("until") else None
     return starts <= day and (ends is None or day <= ends)
+
+
+#: What `jaejin.app` mounts (one ROUTER_MODULES entry): these JSON routes and the policy pages.
+router = APIRouter()
+router.include_router(json_routes)
+router.include_router(pages.router)

@@ -22,16 +22,18 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from jaejin.core.config import get_settings
 from jaejin.core.database import utcnow
-from jaejin.core.errors import Problem
+from jaejin.core.errors import FieldError, Problem, field_errors_from_pydantic
 from jaejin.core.i18n import N_
 from jaejin.directory.store import Consent, Encounter, Institution, Patient
 from jaejin.policy.decision import Decision
 from jaejin.policy.engine import evaluate
+from jaejin.policy.errors import RequestError
 from jaejin.policy.korean_time import KST
 from jaejin.policy.packs import DEFAULT_DATA_DIRECTORY, PackRegistry, default_registry, load_packs
 from jaejin.policy.request import EvaluationRequest, parse_request
@@ -70,15 +72,18 @@ def policy_registry() -> PackRegistry:
 # -- the institution's share -------------------------------------------------------------------
 
 
-def _share_counts(
-    db: Session, institution_id: int, start: datetime, end: datetime
-) -> tuple[int, int]:
+def telemedicine_counts(db: Session, institution_id: int, at: datetime) -> tuple[int, int]:
+    """(all encounters, telemedicine encounters) of the institution in the 30 days before `at`.
+
+    `Encounter.started_at` in [at - 30 days, at); video, audio and chat are telemedicine.
+    """
+    _require_aware(at, "at")
     telemedicine = func.sum(case((Encounter.mode.in_(TELEMEDICINE_MODES), 1), else_=0))
     total, remote = db.execute(
         select(func.count(Encounter.id), telemedicine).where(
             Encounter.institution_id == institution_id,
-            Encounter.started_at >= start,
-            Encounter.started_at < end,
+            Encounter.started_at >= at - SHARE_WINDOW,
+            Encounter.started_at < at,
         )
     ).one()
     return int(total or 0), int(remote or 0)
@@ -87,11 +92,9 @@ def _share_counts(
 def telemedicine_share(db: Session, institution_id: int, at: datetime) -> float:
     """Telemedicine encounters / all encounters of the institution in the 30 days before `at`.
 
-    Counts `Encounter` rows with `started_at` in [at - 30 days, at); video, audio and chat are
-    telemedicine. An institution with no encounters in the window has share 0.
+    An institution with no encounters in the window has share 0.
     """
-    _require_aware(at, "at")
-    total, remote = _share_counts(db, institution_id, at - SHARE_WINDOW, at)
+    total, remote = telemedicine_counts(db, institution_id, at)
     return remote / total if total else 0.0
 
 
@@ -371,3 +374,68 @@ def denial_problem(decision: Decision) -> Problem:
         )},
         extra={"decision": decision.model_dump(mode="json")},
     )
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+# Messages for the request model's own checks (jaejin.policy.request), by pydantic error type.
+_POLICY_MESSAGES: dict[str, str] = {
+    "unknown_region": N_(
+        "{value} is not a Korean province or metropolitan city (ISO 3166-2:KR, e.g. KR-11)."
+    ),
+    "unknown_country": N_("{value} is not an ISO 3166-1 alpha-2 country code."),
+    "kcd_code": N_("{value} is not a KCD diagnosis code (e.g. I10 or E11.9)."),
+    "atc_code": N_("{value} is not an ATC code (e.g. C08CA01)."),
+    "unknown_language": N_("{value} is not a supported language ({supported})."),
+    "model_type": N_("Must be an object."),
+}
+# The cross-field date checks say what is impossible; the field tells which check it was.
+_BIRTH_DATE_IMPOSSIBLE = N_(
+    "{value} is not a possible birth date for this visit: it is after the visit's day in Korea, "
+    "or before 1880."
+)
+_HISTORY_DATE_IMPOSSIBLE = N_(
+    "{value} is not a possible encounter date: history lists past encounters, from the birth "
+    "date up to the visit's day in Korea."
+)
+_DISTRICT_OUTSIDE_REGION = N_("{value} is not the patient's residence_region.")
+_CONTRADICTS_REFERENCE = N_("This contradicts Jaejin's reference data: {problem}")
+
+
+def field_errors(error: ValidationError) -> list[FieldError]:
+    """Each problem of a request's validation as a translatable FieldError naming the field."""
+    described: list[FieldError] = []
+    details = error.errors(include_url=False)
+    for detail, generic in zip(details, field_errors_from_pydantic(details), strict=True):
+        kind = detail["type"]
+        location = [str(part) for part in detail["loc"]]
+        field = ".".join(location) or "body"
+        value = detail.get("input")
+        params = {key: str(item) for key, item in (detail.get("ctx") or {}).items()}
+        message: str | None = _POLICY_MESSAGES.get(kind)
+        if kind == "invalid" and location:
+            params = {"value": str(value)}
+            if location[-1] == "birth_date":
+                message = _BIRTH_DATE_IMPOSSIBLE
+            elif location[-1] == "date":
+                message = _HISTORY_DATE_IMPOSSIBLE
+            elif location[-1] == "province":
+                message = _DISTRICT_OUTSIDE_REGION
+        if message is None:
+            described.append(generic)
+        else:
+            described.append(FieldError(field, kind.upper(), message, params))
+    return described
+
+
+def bad_request_problem(error: ValidationError | RequestError) -> Problem:
+    """The 422 for a request the rules cannot judge, each field named (API, pages, callers)."""
+    if isinstance(error, RequestError):
+        return Problem(
+            422, "POLICY_REQUEST_INCONSISTENT",
+            N_("The request contradicts the reference data the rules rely on."),
+            errors=[FieldError(error.field, "CONTRADICTS_REFERENCE_DATA", _CONTRADICTS_REFERENCE,
+                               {"problem": error.problem})],
+        )
+    return Problem(422, "VALIDATION_FAILED", N_("Some fields are not valid."),
+                   errors=field_errors(error))

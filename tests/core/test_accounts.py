@@ -6,11 +6,14 @@ from __future__ import annotations
 import html
 import re
 from datetime import timedelta
+from urllib.parse import urljoin, urlparse
 
 import pyotp
 import pytest
 from argon2 import Type
 from argon2.exceptions import InvalidHashError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from jaejin.accounts import service
@@ -594,3 +597,21 @@ def test_sessions_are_never_stored_in_a_usable_form(client, actors):
         stored = session.execute(select(WebSession)).scalar_one()
     assert stored.token_hash == security.token_digest(cookie)
     assert cookie not in stored.token_hash
+
+
+TRICKY_STARTS = st.sampled_from(["/", "//", "/\\", "\\", "/\t/", "http:", "https://", "/%2F",
+                                 "\x00/", " /", "/\n/", "javascript:", "/.", "?", "#"])
+
+
+@given(target=st.one_of(st.text(max_size=40), st.tuples(TRICKY_STARTS, st.text(max_size=30))
+                        .map("".join)))
+@settings(max_examples=300, deadline=None)
+def test_whatever_target_is_asked_for_the_redirect_stays_on_jaejin(target):
+    from jaejin.accounts.pages import _safe_next
+
+    chosen = _safe_next(target)
+    assert chosen.startswith("/") and not chosen.startswith("//")
+    assert "\\" not in chosen
+    assert not any(ord(character) < 0x20 or ord(character) == 0x7F for character in chosen)
+    resolved = urlparse(urljoin("https://jaejin.example/login", chosen))
+    assert (resolved.scheme, resolved.netloc) == ("https", "jaejin.example")

@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from jaejin.core.accounts import ApiClient, Membership, Role
 from jaejin.core.audit import AuditEntry
+from jaejin.directory.model import EncounterCreate, PatientUpdate
 from jaejin.directory.store import (
     Consent,
     Encounter,
@@ -728,3 +732,32 @@ def test_a_value_the_database_refuses_is_a_422_problem_not_a_500(engine):
     refused = client.get(f"/api/v1/lookup/{10**30}")
     assert refused.status_code == 422
     assert problem(refused)["code"] == "VALUE_NOT_STORABLE"
+
+
+# Hypothesis takes naive bounds and attaches the drawn zone itself.
+EARLIEST, LATEST = datetime(1990, 1, 1), datetime(2025, 12, 31)  # noqa: DTZ001
+
+
+@given(instant=st.datetimes(min_value=EARLIEST, max_value=LATEST, timezones=st.timezones()))
+@settings(max_examples=200, deadline=None)
+def test_a_time_sent_in_any_zone_is_kept_as_the_same_instant_in_utc(instant):
+    encounter = EncounterCreate(patient_id=1, mode="video", started_at=instant.isoformat())
+    # Compared in UTC: Python never calls an ambiguous local time (DST fold) equal across zones.
+    assert encounter.started_at == instant.astimezone(UTC)
+    assert encounter.started_at.utcoffset() == timedelta(0)
+
+
+IANA_ZONES = sorted(available_timezones())
+
+
+@given(name=st.one_of(st.sampled_from(IANA_ZONES),
+                      st.text(st.characters(exclude_categories=("Z", "C")), max_size=30),
+                      st.sampled_from(["posix/UTC", "KST", "UTC+9", "+09:00", "Asia/seoul",
+                                       "Asia/Seoul ", "Mars/Olympus_Mons", ""])))
+@settings(max_examples=300, deadline=None)
+def test_a_time_zone_is_accepted_exactly_when_it_is_an_iana_name(name):
+    if name.strip() in IANA_ZONES:
+        assert PatientUpdate(time_zone=name).time_zone == name.strip()
+    else:
+        with pytest.raises(ValidationError):
+            PatientUpdate(time_zone=name)

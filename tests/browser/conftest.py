@@ -33,7 +33,9 @@ def live_server(app: Any) -> Iterator[LiveServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while the sync API runs, this thread has a running asyncio loop,
+# and any later test on the same worker that calls asyncio.run() would fail.
+@pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Playwright]:
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (run `make system-deps`)")
@@ -41,7 +43,7 @@ def playwright_driver() -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     chromium = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                                  headless=True)

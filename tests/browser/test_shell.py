@@ -29,7 +29,7 @@ def test_switching_to_korean_then_arabic_relabels_the_page_and_turns_it_right_to
     expect(page.locator("html")).to_have_attribute("lang", "ko")
     expect(page.locator("#sign-out")).to_have_text("로그아웃")
     expect(page.locator(".skip-link")).to_have_text("본문 바로가기")
-    expect(page.locator(".cards .card h2")).to_have_text(["환자"])
+    expect(page.locator(".cards .card h2", has_text="환자")).to_have_count(1)
     expect(page.locator(".site-nav a[aria-current=page]")).to_have_text("홈")
     screenshot(page, "home-coordinator-ko")
     page.click(".cards a[href='/patients']")
@@ -91,6 +91,10 @@ def test_every_control_on_the_login_page_has_a_label_and_enough_contrast(page: P
 
 def test_the_login_page_fits_a_phone_in_korean(new_context: ContextFactory, screenshot) -> None:
     phone = new_context(locale="ko-KR", viewport=PHONE).new_page()
+    phone.goto("/")
+    expect(phone.locator("main h1")).to_contain_text("재진")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(phone, "landing-ko-phone")
     phone.goto("/login")
     expect(phone.locator("html")).to_have_attribute("lang", "ko")
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

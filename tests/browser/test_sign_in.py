@@ -48,7 +48,8 @@ def test_a_coordinator_who_mistypes_sees_the_error_then_lands_on_home_with_their
     page.click("main button[type=submit]")
     wait_for_path(page, "/")
     expect(page.locator("h1")).to_have_text(f"Welcome, {person.user.display_name}")
-    expect(page.locator(".cards .card h2")).to_have_text(["Patients"])
+    expect(page.locator(".cards .card h2", has_text="Patients")).to_have_count(1)
+    expect(page.locator(".cards .card h2", has_text="Home")).to_have_count(0)
     expect(page.locator(".site-nav a[href='/']")).to_have_attribute("aria-current", "page")
     assert low_contrast_text(page) == []
     screenshot(page, "home-coordinator-en")
@@ -56,6 +57,11 @@ def test_a_coordinator_who_mistypes_sees_the_error_then_lands_on_home_with_their
     wait_for_path(page, "/patients")
     expect(page.locator(".site-nav a[href='/patients']")).to_have_attribute("aria-current", "page")
     expect(page.locator(".site-nav a[href='/']")).not_to_have_attribute("aria-current", "page")
+
+    response = page.goto("/patients/999999")
+    assert response is not None and response.status == 404
+    expect(page.locator("main [role=alert]")).to_contain_text("No such patient")
+    screenshot(page, "error-not-found-en")
 
 
 def test_a_clinician_enters_the_authenticator_code_and_reaches_home(page: Page,

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests.live_server import LiveServer, running_server
 
@@ -25,6 +32,9 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 ContextFactory = Callable[..., BrowserContext]
+
+# A shared two-core machine under load can take longer than Playwright's 5 s default to render.
+expect.set_options(timeout=10_000)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from jaejin.accounts.service import create_user
 from jaejin.core.accounts import Role
 from tests.browser.helpers import low_contrast_text, wait_for_path
-from tests.support import PASSWORD, Actors
+from tests.support import PASSWORD, Actors, make_institution
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -84,10 +84,11 @@ def test_a_clinician_enters_the_authenticator_code_and_reaches_home(page: Page,
 
 
 def test_a_clinician_without_an_authenticator_is_taken_through_setup(
-        page: Page, actors: Actors, db: Session, screenshot) -> None:
+        page: Page, db: Session, screenshot) -> None:
+    clinic = make_institution(db, "INST-NEW")
     newcomer = create_user(db, email="new.clinician@test.example", password=PASSWORD,
                            display_name="New Clinician", language="en",
-                           memberships=[(actors.a.id, Role.CLINICIAN)])
+                           memberships=[(clinic.id, Role.CLINICIAN)])
     db.commit()
     page.goto("/login")
     page.fill("#email", newcomer.email)

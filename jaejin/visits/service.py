@@ -233,8 +233,7 @@ def visit_for_principal(db: Session, principal: Principal, visit_id: int,
                         *, for_update: bool = False) -> tuple[VisitContext, Actor]:
     """The visit as `principal` may see it: a participant, or staff of its institution.
 
-    Anyone else (another institution, another patient) is told the visit does not exist, and
-    the attempt is logged and audited.
+    Anyone else is refused (403 within the institution, 404 from elsewhere), logged and audited.
     """
     if principal.kind != "user":
         raise Problem(403, "FORBIDDEN", N_("Your role does not allow this."))
@@ -248,9 +247,15 @@ def visit_for_principal(db: Session, principal: Principal, visit_id: int,
     if role is None and not staff:
         log.warning("visit %s: user %s is neither a participant nor its institution's staff",
                     visit_id, principal.user_id)
-        _audit(db, principal.audit_actor, context, "read", {"refused": "not_a_participant"},
+        member = visit.institution_id in principal.institutions_where()
+        _audit(db, principal.audit_actor, context, "read",
+               {"refused": "not_a_participant" if member else "other_institution"},
                outcome="refused")
-        raise Refusal(not_found("visit"))
+        # Someone of the same institution (another patient, an auditor) may know the visit
+        # exists; anyone else is told it does not.
+        raise Refusal(Problem(403, "NOT_A_PARTICIPANT",
+                              N_("Only the visit's participants and care team may open it."))
+                      if member else not_found("visit"))
     actor = Actor(
         audit_actor=principal.audit_actor, language=principal.language,
         time_zone=principal.time_zone, role=role,

@@ -218,10 +218,12 @@ def admit(websocket: WebSocket, visit_id: int) -> Admission | Rejection:
             else:
                 context, actor, _link = service.guest_for_token(
                     db, visit_id, guest_token, audit_actor=anonymous)
-        except service.Refusal:
-            # The refusal is audited already; another institution's visit looks absent.
+        except service.Refusal as refusal:
+            # Audited already; another institution's visit looks absent (404 -> 4404).
             db.commit()
-            return Rejection(CLOSE_NOT_FOUND, "not_visible")
+            status = refusal.problem.status
+            return Rejection(CLOSE_FORBIDDEN if status == 403 else CLOSE_NOT_FOUND,
+                             refusal.problem.code.lower())
         except Problem as problem:
             return _refuse(db, visit, anonymous, visit_id,
                            Rejection(CLOSE_FORBIDDEN, problem.code.lower()))

@@ -8,6 +8,8 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,16 @@ import pytest
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from redis.asyncio import Redis
+from sqlalchemy.orm import Session
 
+from jaejin.core.accounts import Role
+from jaejin.core.audit import AuditActor
+from jaejin.core.database import utcnow
 from jaejin.core.i18n import get_translator
+from jaejin.directory.store import Consent, Interpreter, LocalPhysician
+from jaejin.scheduling.store import Appointment
+from jaejin.visits import service
+from jaejin.visits.lifecycle import IdentityVerificationMethod, VisitState
 from jaejin.visits.signalling import (
     Broker,
     InProcessBroker,
@@ -24,6 +34,8 @@ from jaejin.visits.signalling import (
     RedisBroker,
     SignallingHub,
 )
+from jaejin.visits.store import Visit
+from tests.support import Actors
 
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
 LOCALES = Path(__file__).resolve().parents[2] / "jaejin" / "visits" / "locales"
@@ -159,3 +171,97 @@ async def workers(
 @pytest.fixture(params=BROKER_KINDS)
 def broker_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+# --------------------------------------------------------------------------- visits in the app
+#
+# Builders for the integration tests (API, pages, WebSocket, browser): appointments written as
+# the scheduling capability stores them, and visits opened through the real service.
+
+
+
+TEST_ACTOR = AuditActor.system("visits-tests")
+
+
+def add_interpreter(db: Session, actors: Actors, key: str) -> Interpreter:
+    """An Interpreter row for the interpreter person of institution `key`."""
+    person = actors.person(key, Role.INTERPRETER)
+    institution = actors.a if key == "a" else actors.b
+    interpreter = Interpreter(institution_id=institution.id, user_id=person.user.id,
+                              name=f"Interpreter {key}", languages=["en", "ko"],
+                              time_zone="Asia/Seoul")
+    db.add(interpreter)
+    db.flush()
+    return interpreter
+
+
+def make_appointment(db: Session, actors: Actors, key: str = "a", *,
+                     start: datetime | None = None, minutes: int = 15,
+                     interpreter: Interpreter | None = None, condition: str | None = "I10",
+                     tri_party: bool = False, mode: str = "video",
+                     patient_id: int | None = None) -> Appointment:
+    institution = actors.a if key == "a" else actors.b
+    begin = (start or utcnow() + timedelta(minutes=10)).astimezone(UTC).replace(microsecond=0)
+    appointment = Appointment(
+        institution_id=institution.id, patient_id=patient_id or actors.patients[key].id,
+        practitioner_id=actors.practitioners[key].id,
+        interpreter_id=interpreter.id if interpreter else None,
+        interpreter_language="en" if interpreter else None,
+        visit_type="follow_up", mode=mode, start_at=begin,
+        end_at=begin + timedelta(minutes=minutes),
+        occupied_until=begin + timedelta(minutes=minutes),
+        status="booked", sequence=0, booked_by="test", condition_code=condition,
+        tri_party=tri_party)
+    db.add(appointment)
+    db.flush()
+    return appointment
+
+
+def make_visit(db: Session, actors: Actors, key: str = "a", *,
+               state: VisitState = VisitState.SCHEDULED, consent: bool = False,
+               identity: bool = False, **appointment_options: object) -> Visit:
+    """A visit opened by the real service, then put straight into `state` (for set-up only)."""
+    appointment = make_appointment(db, actors, key, **appointment_options)  # type: ignore[arg-type]
+    visit = service.open_visit(db, appointment, TEST_ACTOR)
+    visit.state = state.value
+    now = utcnow()
+    if state is not VisitState.SCHEDULED:
+        visit.checked_in_at = now
+    if consent:
+        record = Consent(institution_id=visit.institution_id, patient_id=visit.patient_id,
+                         kind="telemedicine_limits", text_version=service.CONSENT_TEXT_VERSION,
+                         language="en", granted_at=now - timedelta(seconds=1))
+        db.add(record)
+        db.flush()
+        visit.consent_id = record.id
+    if identity:
+        visit.identity_method = IdentityVerificationMethod.ID_DOCUMENT_ON_VIDEO.value
+        visit.identity_verified_at = now
+    db.flush()
+    return visit
+
+
+def add_local_physician(db: Session, actors: Actors, key: str = "a",
+                        languages: tuple[str, ...] = ("ja",)) -> LocalPhysician:
+    institution = actors.a if key == "a" else actors.b
+    physician = LocalPhysician(institution_id=institution.id, patient_id=actors.patients[key].id,
+                               name=f"Dr Local {key}", clinic="Osaka Clinic", country="JP",
+                               email=f"local.{key}@clinic.example", languages=list(languages))
+    db.add(physician)
+    db.flush()
+    return physician
+
+
+@dataclass
+class Cast:
+    """Institution A's and B's people with interpreters on record, for the visit tests."""
+
+    actors: Actors
+    interpreters: dict[str, Interpreter]
+
+
+@pytest.fixture
+def cast(db: Session, actors: Actors) -> Cast:
+    interpreters = {key: add_interpreter(db, actors, key) for key in ("a", "b")}
+    db.commit()
+    return Cast(actors, interpreters)

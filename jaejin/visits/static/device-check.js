@@ -7,6 +7,7 @@
 //   data-upload-bytes     optional, default 2000000
 //   data-required-mbps    optional, default 5 (what a video visit needs)
 //   data-continue-url     optional link to the waiting room
+//   data-csrf-token       optional, sent as X-CSRF-Token with the upload
 //   data-texts            JSON {key: translated text}; every word shown comes from here
 // The measured throughput is kept in sessionStorage for the visit page's audio-only decision.
 
@@ -64,6 +65,7 @@ class DeviceCheck {
     this.uploadBytes = Number.parseInt(data.uploadBytes || String(DEFAULT_UPLOAD_BYTES), 10);
     this.requiredMbps = Number.parseFloat(data.requiredMbps || '5');
     this.continueUrl = data.continueUrl || '';
+    this.csrfToken = data.csrfToken || '';
     this.texts = parseJson(data.texts, {});
     this.stream = null;
     this.audioContext = null;
@@ -283,7 +285,9 @@ class DeviceCheck {
     const started = performance.now();
     const response = await fetch(this.uploadUrl, {
       method: 'POST', body: payload, cache: 'no-store',
-      headers: { 'Content-Type': 'application/octet-stream' },
+      headers: this.csrfToken
+        ? { 'Content-Type': 'application/octet-stream', 'X-CSRF-Token': this.csrfToken }
+        : { 'Content-Type': 'application/octet-stream' },
     });
     if (!response.ok) throw new Error(`upload answered ${response.status}`);
     return megabitsPerSecond(payload.length, performance.now() - started);

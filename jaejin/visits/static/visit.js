@@ -7,6 +7,7 @@
 //   data-ice-servers            JSON array of RTCIceServer dictionaries (STUN, TURN credentials)
 //   data-self-id                this participant's id; data-role its role
 //   data-upload-url             where a shared file is POSTed (multipart field "file")
+//   data-csrf-token             optional, sent as X-CSRF-Token with the upload
 //   data-participants           optional JSON {participantId: display name}
 //   data-texts                  JSON {key: translated text}; every word shown comes from here
 //   data-audio-only-below-mbps  optional, default 1: start audio-only when the throughput the
@@ -86,6 +87,7 @@ class Visit {
     this.selfId = data.selfId;
     this.role = data.role;
     this.uploadUrl = data.uploadUrl || '';
+    this.csrfToken = data.csrfToken || '';
     this.names = parseJson(data.participants, {});
     this.texts = parseJson(data.texts, {});
     this.audioOnlyBelowMbps = Number.parseFloat(data.audioOnlyBelowMbps || '1');
@@ -767,6 +769,7 @@ class Visit {
       ROOM_FULL: 'error_room_full',
       NOT_PERMITTED: 'error_not_permitted',
       CONNECTION_REPLACED: 'error_connection_replaced',
+      ROOM_NOT_OPEN: 'error_room_not_open',
     };
     if (fatal[message.code]) {
       this.showNotice(fatal[message.code]);
@@ -818,8 +821,9 @@ class Visit {
     const body = new FormData();
     body.append('file', file);
     try {
+      const headers = this.csrfToken ? { 'X-CSRF-Token': this.csrfToken } : {};
       const response = await fetch(this.uploadUrl, {
-        method: 'POST', body, credentials: 'same-origin',
+        method: 'POST', body, credentials: 'same-origin', headers,
       });
       if (!response.ok) throw new Error(`upload answered ${response.status}`);
       this.fileInput.value = '';

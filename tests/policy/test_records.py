@@ -440,9 +440,10 @@ def test_bad_records_are_named_never_guessed(db: Session, clinic: Institution):
 
 def test_bad_arguments_are_refused(db: Session, clinic: Institution, hospital: Institution,
                                    patient: Patient):
+    naive = datetime(2026, 6, 10, 10, 0)  # noqa: DTZ001 - the naive time under test
     with pytest.raises(ValueError, match="aware"):
-        request_for_visit(db, patient=patient, institution=clinic, at=datetime(2026, 6, 10),  # noqa: DTZ001 - the naive time under test
-                          mode="video", condition="J30", lang="en")
+        request_for_visit(db, patient=patient, institution=clinic, at=naive, mode="video",
+                          condition="J30", lang="en")
     with pytest.raises(ValueError, match="belongs to institution"):
         request_for_visit(db, patient=patient, institution=hospital, at=PILOT_2025,
                           mode="video", condition="J30", lang="en")

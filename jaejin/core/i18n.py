@@ -48,6 +48,10 @@ def normalise_language(tag: str | None) -> str | None:
     lowered = tag.strip().replace("_", "-").lower()
     if lowered in _ALIASES:
         return _ALIASES[lowered]
+    # The script decides Chinese, whatever region follows it (zh-Hant-TW, zh-Hans-SG).
+    for script_prefix in ("zh-hant", "zh-hans"):
+        if lowered.startswith(script_prefix + "-"):
+            return _ALIASES[script_prefix]
     for supported in SUPPORTED_LANGUAGES:
         if lowered == supported.lower():
             return supported
@@ -72,7 +76,10 @@ def negotiate_language(accept_language: str | None, default: str = DEFAULT_LANGU
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        weighted.append((-quality, position, pieces[0]))
+                if not 0.0 <= quality <= 1.0:  # also false for NaN
+                    quality = 0.0
+        if quality > 0.0:  # q=0 means "not acceptable" (RFC 9110 §12.4.2)
+            weighted.append((-quality, position, pieces[0]))
     for _quality, _position, tag in sorted(weighted):
         language = normalise_language(tag)
         if language:

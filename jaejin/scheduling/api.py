@@ -1,0 +1,442 @@
+"""Scheduling API: availability, slot search, booking, reschedule, cancel, calendar files.
+
+    PUT    /api/v1/practitioners/{id}/availability   weekly rules and exceptions (AvailabilityIn)
+    GET    /api/v1/practitioners/{id}/slots?start=YYYY-MM-DD&end=YYYY-MM-DD&tz=IANA
+           &visit_type=...&mode=video|in_person      [{start, start_local, end, end_local,
+                                                       interpreter_available}]
+    POST   /api/v1/appointments                      201, 409 SLOT_TAKEN (+ next_free_slots),
+                                                     422 POLICY_DENIED (+ reasons, alternatives)
+    GET    /api/v1/appointments/{id}                 the appointment
+    PATCH  /api/v1/appointments/{id}                 {"start"} reschedule, {"status": "no_show"}
+                                                     or {"interpreter_id"} (coordinators)
+    DELETE /api/v1/appointments/{id}?reason=...      cancel (the institution's cut-off applies
+                                                     to patients)
+    GET    /api/v1/appointments/{id}.ics             the invitation for the caller's calendar
+
+Who: patients for themselves; clinicians and coordinators for their institution's patients;
+system clients with `scheduling.read` / `scheduling.write`; interpreters see the appointments
+they interpret. Another institution's records answer 404. Every read or change of an
+appointment is audit-logged in its transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+import orjson
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jaejin.core.accounts import Role
+from jaejin.core.audit import AuditEvent
+from jaejin.core.authn import AppSettings, DbSession, Principal, audit, requires
+from jaejin.core.database import utcnow
+from jaejin.core.errors import Problem, not_found
+from jaejin.core.i18n import N_
+from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
+from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
+from jaejin.scheduling import notifications, pages, service
+from jaejin.scheduling.appointments import AppointmentStatus
+from jaejin.scheduling.calendar_files import InvitationMethod
+from jaejin.scheduling.errors import SchedulingError
+from jaejin.scheduling.model import VisitMode
+from jaejin.scheduling.schemas import AvailabilityIn
+from jaejin.scheduling.store import (
+    Appointment,
+    OwnerKind,
+    appointments_between,
+    get_availability_row,
+)
+from jaejin.scheduling.zones import canonical_zone_name, resolve_zone
+
+#: The JSON routes; `router` (at the end) also carries the pages, so the app mounts one module.
+api_router = APIRouter(prefix="/api/v1", tags=["scheduling"])
+
+STAFF = service.VIEWING_STAFF
+SEARCHERS = (Role.PATIENT, *STAFF, Role.SYSTEM_CLIENT)
+BOOKERS = (Role.PATIENT, *service.BOOKING_STAFF, Role.SYSTEM_CLIENT)
+VIEWERS = (Role.PATIENT, *STAFF, Role.INTERPRETER, Role.SYSTEM_CLIENT)
+CHANGERS = (Role.PATIENT, *STAFF, Role.SYSTEM_CLIENT)
+HOURS_KEEPERS = (*STAFF, Role.SYSTEM_CLIENT)
+INTERPRETER_HOURS_KEEPERS = (Role.INTERPRETER, *service.COORDINATING_STAFF, Role.SYSTEM_CLIENT)
+
+Searcher = Annotated[Principal, Depends(requires(*SEARCHERS, scope="scheduling.read"))]
+Booker = Annotated[Principal, Depends(requires(*BOOKERS, scope="scheduling.write"))]
+Viewer = Annotated[Principal, Depends(requires(*VIEWERS, scope="scheduling.read"))]
+Changer = Annotated[Principal, Depends(requires(*CHANGERS, scope="scheduling.write"))]
+HoursReader = Annotated[Principal, Depends(requires(*HOURS_KEEPERS, scope="scheduling.read"))]
+HoursKeeper = Annotated[Principal, Depends(requires(*HOURS_KEEPERS, scope="scheduling.write"))]
+InterpreterHoursReader = Annotated[Principal, Depends(requires(
+    *INTERPRETER_HOURS_KEEPERS, scope="scheduling.read"))]
+InterpreterHoursKeeper = Annotated[Principal, Depends(requires(
+    *INTERPRETER_HOURS_KEEPERS, scope="scheduling.write"))]
+
+JSON = "application/json"
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type=JSON)
+
+
+def scheduling_call(principal: Principal, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a pure rule, answering its SchedulingError as a problem in the caller's language."""
+    try:
+        return call(*args, **kwargs)
+    except SchedulingError as error:
+        raise service.scheduling_problem(error, principal.language) from None
+
+
+# --------------------------------------------------------------------------- wire models
+
+
+class AppointmentCreate(BaseModel):
+    """Body of POST /api/v1/appointments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: int
+    practitioner_id: int
+    start: AwareDatetime = Field(description="A slot's `start`, with any offset.")
+    visit_type: str = Field(max_length=40)
+    mode: VisitMode
+    interpreter_language: LanguageTag | None = Field(
+        default=None, description="Ask for an interpreter in this language; without it, one "
+        "is booked when the practitioner does not speak the patient's preferred language.")
+    interpreter_id: int | None = Field(
+        default=None, description="Staff only: this interpreter rather than the first free one.")
+    condition: ConditionCode | None = Field(
+        default=None, description="KCD code the visit follows up; default: the latest one "
+        "recorded at the institution.")
+    tri_party: bool = False
+
+
+class AppointmentPatch(BaseModel):
+    """Body of PATCH /api/v1/appointments/{id}: exactly one change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime | None = None
+    status: Literal["no_show", "completed"] | None = None
+    interpreter_id: int | None = None
+    interpreter_language: LanguageTag | None = None
+
+
+def appointment_json(db: Session, appointment: Appointment, *, with_outbox: bool
+                     ) -> dict[str, Any]:
+    institution = db.get(Institution, appointment.institution_id)
+    patient = db.get(Patient, appointment.patient_id)
+    assert institution is not None and patient is not None
+    institution_zone = resolve_zone(institution.time_zone)
+    patient_zone = resolve_zone(patient.time_zone)
+    decision = appointment.policy_decision or {}
+    body: dict[str, Any] = {
+        "id": appointment.id,
+        "institution_id": appointment.institution_id,
+        "patient_id": appointment.patient_id,
+        "practitioner_id": appointment.practitioner_id,
+        "interpreter_id": appointment.interpreter_id,
+        "interpreter_language": appointment.interpreter_language,
+        "visit_type": appointment.visit_type,
+        "mode": appointment.mode,
+        "status": appointment.status,
+        "sequence": appointment.sequence,
+        "start": appointment.start_at.astimezone(institution_zone).isoformat(),
+        "end": appointment.end_at.astimezone(institution_zone).isoformat(),
+        "start_local": appointment.start_at.astimezone(patient_zone).isoformat(),
+        "end_local": appointment.end_at.astimezone(patient_zone).isoformat(),
+        "institution_time_zone": institution.time_zone,
+        "patient_time_zone": patient.time_zone,
+        "condition": appointment.condition_code,
+        "tri_party": appointment.tri_party,
+        "policy": {"decision": decision.get("decision"), "pack": appointment.policy_pack}
+        if appointment.policy_decision else None,
+        "created_at": appointment.created_at.isoformat(),
+        "cancelled_at": appointment.cancelled_at.isoformat() if appointment.cancelled_at
+        else None,
+        "cancel_reason": appointment.cancel_reason,
+        "ics_url": f"/api/v1/appointments/{appointment.id}.ics",
+    }
+    if with_outbox:
+        body["notifications"] = notifications.outbox_status(db, appointment.id)
+    return body
+
+
+def _read_event(appointment: Appointment, action: str = "read") -> AuditEvent:
+    return AuditEvent(action, "appointment", str(appointment.id), appointment.patient_id,
+                      appointment.institution_id)
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def _practitioner_and_institution(db: Session, principal: Principal, practitioner_id: int,
+                                  institution_id: int | None) -> tuple[Practitioner, Institution]:
+    institution = service.choose_institution(db, principal, practitioner_id, institution_id)
+    return service.practitioner_at(db, practitioner_id, institution.id), institution
+
+
+@api_router.get("/practitioners/{practitioner_id}/availability", response_model=AvailabilityIn,
+            summary="A practitioner's weekly hours and exceptions at an institution")
+def get_practitioner_availability(practitioner_id: int, principal: HoursReader, db: DbSession,
+                                  institution_id: int | None = None) -> Response:
+    _practitioner, institution = _practitioner_and_institution(db, principal, practitioner_id,
+                                                               institution_id)
+    row = get_availability_row(db, OwnerKind.PRACTITIONER, practitioner_id, institution.id)
+    rules = row.rules if row else AvailabilityIn().model_dump(mode="json")
+    return json_response({**rules, "institution_id": institution.id,
+                          "time_zone": institution.time_zone})
+
+
+@api_router.put("/practitioners/{practitioner_id}/availability",
+            summary="Replace a practitioner's weekly hours and exceptions (institution's zone)")
+def put_practitioner_availability(practitioner_id: int, body: AvailabilityIn,
+                                  principal: HoursKeeper, db: DbSession,
+                                  institution_id: int | None = None) -> Response:
+    practitioner, institution = _practitioner_and_institution(db, principal, practitioner_id,
+                                                              institution_id)
+    service.set_practitioner_availability(db, principal, practitioner, institution, body)
+    db.commit()
+    return json_response({**body.model_dump(mode="json"), "institution_id": institution.id,
+                          "time_zone": institution.time_zone})
+
+
+def _interpreter(db: Session, principal: Principal, interpreter_id: int) -> Interpreter:
+    interpreter = db.get(Interpreter, interpreter_id)
+    if interpreter is None:
+        raise not_found("interpreter")
+    own = principal.user_id is not None and interpreter.user_id == principal.user_id
+    if not (own or service.is_staff_of(principal, interpreter.institution_id,
+                                       *service.COORDINATING_STAFF)):
+        raise not_found("interpreter")
+    return interpreter
+
+
+@api_router.get("/interpreters/{interpreter_id}/availability", response_model=AvailabilityIn,
+            summary="An interpreter's weekly hours and exceptions (in their own zone)")
+def get_interpreter_availability(interpreter_id: int, principal: InterpreterHoursReader,
+                                 db: DbSession) -> Response:
+    interpreter = _interpreter(db, principal, interpreter_id)
+    row = get_availability_row(db, OwnerKind.INTERPRETER, interpreter.id,
+                               interpreter.institution_id)
+    rules = row.rules if row else AvailabilityIn().model_dump(mode="json")
+    return json_response({**rules, "time_zone": interpreter.time_zone})
+
+
+@api_router.put("/interpreters/{interpreter_id}/availability",
+            summary="Replace an interpreter's weekly hours and exceptions (their own zone)")
+def put_interpreter_availability(interpreter_id: int, body: AvailabilityIn,
+                                 principal: InterpreterHoursKeeper, db: DbSession) -> Response:
+    interpreter = _interpreter(db, principal, interpreter_id)
+    service.set_interpreter_availability(db, principal, interpreter, body)
+    db.commit()
+    return json_response({**body.model_dump(mode="json"), "time_zone": interpreter.time_zone})
+
+
+# --------------------------------------------------------------------------- slots
+
+
+def _patient_for_search(db: Session, principal: Principal, institution: Institution,
+                        patient_id: int | None) -> Patient | None:
+    if patient_id is not None:
+        patient = db.get(Patient, patient_id)
+        visible = patient is not None and patient.institution_id == institution.id and (
+            (patient.user_id == principal.user_id and principal.user_id is not None)
+            or service.is_staff_of(principal, institution.id, *STAFF))
+        if not visible or patient is None:
+            raise not_found("patient")
+        return patient
+    for own in service.own_patient_rows(db, principal):
+        if own.institution_id == institution.id:
+            return own
+    return None
+
+
+@api_router.get("/practitioners/{practitioner_id}/slots",
+            summary="Free slots of a practitioner, with the institution's and your zone's times")
+def search_slots(
+    practitioner_id: int, principal: Searcher, db: DbSession,
+    start: date, end: date,
+    tz: Annotated[str, Query(max_length=64, description="IANA zone the dates are meant in")],
+    visit_type: Annotated[str, Query(max_length=40)],
+    mode: VisitMode = VisitMode.VIDEO,
+    patient_id: int | None = None,
+    interpreter_language: Annotated[str | None, Query(max_length=16)] = None,
+    institution_id: int | None = None,
+) -> Response:
+    """Slots starting on the dates `start`..`end` (inclusive) in `tz`.
+
+    `interpreter_available` says whether an interpreter of the needed language is free for
+    the whole visit. The language is `interpreter_language`, or the patient's (`patient_id`,
+    or the caller's own record) when the practitioner does not speak it; then only slots with
+    a free interpreter are listed. Without a needed language it is false.
+    """
+    requested_zone: ZoneInfo = scheduling_call(principal, resolve_zone, tz)
+    institution = service.choose_institution(db, principal, practitioner_id, institution_id)
+    practitioner = service.practitioner_at(db, practitioner_id, institution.id)
+    schedule: service.Schedule = scheduling_call(principal, service.schedule_for, db,
+                                                 practitioner, institution, visit_type, mode)
+    patient = _patient_for_search(db, principal, institution, patient_id)
+    language = service.interpreter_language_needed(practitioner, patient, interpreter_language)
+    if language is not None:
+        scheduling_call(principal, service.require_interpreter_language, db, institution.id,
+                        language)
+    slots = scheduling_call(principal, service.find_slots, db, schedule, start, end,
+                            requested_zone, now=utcnow(), interpreter_language=language,
+                            patient=patient)
+    if patient is not None:
+        audit(db, principal, AuditEvent("search", "slot", None, patient.id, institution.id,
+                                        detail={"practitioner_id": practitioner_id,
+                                                "found": len(slots)}))
+        db.commit()
+    zone = schedule.zone
+    return json_response([service.slot_json(slot, zone, requested_zone) for slot in slots])
+
+
+# --------------------------------------------------------------------------- appointments
+
+
+@api_router.post("/appointments", status_code=201, summary="Book an appointment")
+def create_appointment(body: AppointmentCreate, principal: Booker, db: DbSession,
+                       settings: AppSettings, response: Response) -> Response:
+    request = service.BookingRequest(
+        patient_id=body.patient_id, practitioner_id=body.practitioner_id,
+        start=body.start.astimezone(UTC), visit_type=body.visit_type, mode=body.mode,
+        interpreter_language=body.interpreter_language, interpreter_id=body.interpreter_id,
+        condition=body.condition, tri_party=body.tri_party)
+    appointment = service.book(db, principal, request, settings=settings)
+    db.commit()
+    content = appointment_json(db, appointment, with_outbox=False)
+    return Response(orjson.dumps(content), status_code=201, media_type=JSON,
+                    headers={"Location": f"/api/v1/appointments/{appointment.id}"})
+
+
+@api_router.get("/appointments", summary="Appointments you may see, between two instants")
+def list_appointments(
+    principal: Viewer, db: DbSession,
+    start: datetime | None = None, end: datetime | None = None,
+    practitioner_id: int | None = None, interpreter_id: int | None = None,
+    institution_id: int | None = None,
+    include_cancelled: bool = False,
+) -> Response:
+    """Defaults: from now for 30 days. Staff and system clients see their institutions';
+    patients their own; interpreters the ones they interpret."""
+    begin = (start or utcnow())
+    finish = end or begin + timedelta(days=30)
+    if begin.tzinfo is None or finish.tzinfo is None:
+        raise Problem(422, "NAIVE_DATETIME",
+                      N_("Include a time-zone offset, e.g. 2026-11-20T09:30:00+09:00."))
+    if finish <= begin or finish - begin > timedelta(days=93):
+        raise Problem(422, "INVALID_RANGE",
+                      N_("The end must be after the start, at most 93 days later."))
+    found: list[Appointment] = []
+    staff_institutions = {
+        identifier for identifier in service.institutions_seen_by(principal)
+        if service.is_staff_of(principal, identifier, *STAFF)}
+    if institution_id is not None:
+        staff_institutions &= {institution_id}
+    for identifier in sorted(staff_institutions):
+        found.extend(appointments_between(
+            db, institution_id=identifier, start=begin, end=finish,
+            practitioner_ids=[practitioner_id] if practitioner_id else None,
+            interpreter_ids=[interpreter_id] if interpreter_id else None,
+            include_cancelled=include_cancelled))
+    seen = {item.id for item in found}
+    own_patients = [row.id for row in service.own_patient_rows(db, principal)]
+    own_interpreters = [row.id for row in service.own_interpreters(db, principal)]
+    if own_patients or own_interpreters:
+        query = select(Appointment).where(
+            Appointment.start_at < finish, Appointment.end_at > begin,
+            Appointment.patient_id.in_(own_patients)
+            | Appointment.interpreter_id.in_(own_interpreters))
+        if not include_cancelled:
+            query = query.where(Appointment.status != AppointmentStatus.CANCELLED.value)
+        found.extend(item for item in db.execute(query).scalars() if item.id not in seen)
+    found.sort(key=lambda item: (item.start_at, item.id))
+    for institution in sorted({item.institution_id for item in found}):
+        audit(db, principal, AuditEvent("search", "appointment", None, None, institution,
+                                        detail={"results": sum(
+                                            1 for item in found
+                                            if item.institution_id == institution)}))
+    db.commit()
+    return json_response([appointment_json(db, item, with_outbox=False) for item in found])
+
+
+@api_router.get("/appointments/{appointment_id}.ics", summary="The appointment as a calendar file",
+            response_class=Response,
+            responses={200: {"content": {"text/calendar": {}}}})
+def appointment_calendar_file(appointment_id: int, principal: Viewer, db: DbSession,
+                              settings: AppSettings) -> Response:
+    access = service.appointment_access(db, principal, appointment_id)
+    appointment = access.appointment
+    name = principal.label
+    zone_name = principal.time_zone
+    if access.as_patient:
+        patient = db.get(Patient, appointment.patient_id)
+        assert patient is not None
+        zone_name = patient.time_zone
+    who = notifications.Addressee(name, principal.language,
+                                  resolve_zone(canonical_zone_name(zone_name)), None, None)
+    method = (InvitationMethod.CANCEL if appointment.status == AppointmentStatus.CANCELLED
+              else InvitationMethod.REQUEST)
+    ics = notifications.invitation_ics(db, appointment, who, settings, method=method,
+                                       sequence=appointment.sequence, now=utcnow())
+    audit(db, principal, _read_event(appointment, "export"))
+    db.commit()
+    return Response(ics, media_type="text/calendar; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="appointment-{appointment.id}.ics"'})
+
+
+@api_router.get("/appointments/{appointment_id}", summary="One appointment")
+def get_appointment(appointment_id: int, principal: Viewer, db: DbSession) -> Response:
+    access = service.appointment_access(db, principal, appointment_id)
+    audit(db, principal, _read_event(access.appointment))
+    db.commit()
+    return json_response(appointment_json(db, access.appointment, with_outbox=access.as_staff))
+
+
+@api_router.patch("/appointments/{appointment_id}",
+              summary="Reschedule, record a no-show, or assign the interpreter")
+def patch_appointment(appointment_id: int, body: AppointmentPatch, principal: Changer,
+                      db: DbSession, settings: AppSettings) -> Response:
+    changes = body.model_fields_set - {"interpreter_language"}
+    if len(changes) != 1:
+        raise Problem(422, "ONE_CHANGE_AT_A_TIME",
+                      N_("Send exactly one of start, status or interpreter_id."))
+    if "start" in changes:
+        if body.start is None:
+            raise Problem(422, "VALIDATION_FAILED", N_("Some fields are not valid."))
+        appointment, by_staff = service.changeable_appointment(db, principal, appointment_id)
+        service.reschedule(db, principal, appointment, body.start.astimezone(UTC),
+                           by_staff=by_staff, settings=settings)
+    elif "status" in changes:
+        appointment = service.appointment_access(db, principal, appointment_id).appointment
+        if body.status is None:
+            raise Problem(422, "VALIDATION_FAILED", N_("Some fields are not valid."))
+        service.record_outcome(db, principal, appointment, AppointmentStatus(body.status))
+    else:
+        appointment = service.appointment_access(db, principal, appointment_id).appointment
+        service.assign_interpreter(db, principal, appointment, body.interpreter_id,
+                                   settings=settings, language=body.interpreter_language)
+    db.commit()
+    return json_response(appointment_json(db, appointment, with_outbox=False))
+
+
+@api_router.delete("/appointments/{appointment_id}", summary="Cancel an appointment")
+def cancel_appointment(appointment_id: int, principal: Changer, db: DbSession,
+                       settings: AppSettings,
+                       reason: Annotated[str | None, Query(max_length=500)] = None) -> Response:
+    appointment, by_staff = service.changeable_appointment(db, principal, appointment_id)
+    service.cancel(db, principal, appointment, by_staff=by_staff, reason=reason,
+                   settings=settings)
+    db.commit()
+    return json_response(appointment_json(db, appointment, with_outbox=False))
+
+
+router = APIRouter()
+router.include_router(api_router)
+router.include_router(pages.router)

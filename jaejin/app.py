@@ -37,6 +37,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "jaejin.monitoring.pages",
     "jaejin.web.audit_pages",
     "jaejin.policy.api",
+    "jaejin.visits.pages",
     "jaejin.scheduling.api",
 )
 

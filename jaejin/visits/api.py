@@ -195,11 +195,16 @@ def _act(db: Session, principal: Principal, visit_id: int, action: Any) -> Visit
 @router.post("", status_code=201, response_model=VisitOut)
 def open_visit(body: OpenVisitIn, principal: CurrentPrincipal, db: DbSession) -> VisitOut:
     """The visit of a video appointment (created on first call; the same one afterwards)."""
+    if principal.kind != "user":
+        raise Problem(403, "FORBIDDEN", N_("Your role does not allow this."))
     appointment = db.get(Appointment, body.appointment_id)
-    if appointment is None or principal.kind != "user":
+    if appointment is None:
         raise not_found("appointment")
     if not principal.can_act_for(appointment.institution_id, *CARE_TEAM) and (
             not _takes_part(db, appointment, principal)):
+        if appointment.institution_id in principal.institutions_where():
+            raise Problem(403, "NOT_A_PARTICIPANT",
+                          N_("Only the visit's participants and care team may open it."))
         raise not_found("appointment")
     visit = service.open_visit(db, appointment, principal.audit_actor, lang=principal.language)
     db.commit()

@@ -190,7 +190,8 @@ def admit(websocket: WebSocket, visit_id: int) -> Admission | Rejection:
     """Who is connecting, and may they be in this visit's room now? (Runs in a thread.)"""
     app = websocket.app
     settings = _settings_of(app)
-    request = Request(websocket.scope)
+    # The opening handshake is an HTTP GET: authenticate it as one, with the platform's rules.
+    request = Request({**websocket.scope, "type": "http", "method": "GET"})
     anonymous = AuditActor("anonymous", "-", "anonymous", client_address(request),
                            websocket.headers.get("user-agent"))
     with session_factory(_engine_of(app))() as db:

@@ -103,13 +103,23 @@ class Principal:
 
 
 def client_address(request: Request) -> str | None:
-    """The caller's address; X-Forwarded-For is only believed from configured proxies."""
+    """The caller's address; X-Forwarded-For is only believed from configured proxies.
+
+    Each proxy appends the address it saw, so the list is read from the right: the first
+    address that is not one of our proxies is the caller. Entries further left were written
+    by the caller itself and prove nothing (believing them would let anyone forge the audit
+    trail's "from where" and dodge the per-address sign-in throttle).
+    """
     peer = request.client.host if request.client else None
-    settings = get_app_settings(request)
+    trusted = get_app_settings(request).trusted_proxies
     forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and peer in settings.trusted_proxies:
-        return forwarded.split(",")[0].strip()[:64]
-    return peer
+    if not forwarded or peer not in trusted:
+        return peer
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop[:64]
+    return hops[0][:64] if hops else peer
 
 
 def _principal_from_user(user: User, request: Request, web_session: WebSession | None,

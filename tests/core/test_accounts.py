@@ -315,14 +315,19 @@ def test_one_address_guessing_many_accounts_is_throttled(client, actors):
 
 def test_behind_a_trusted_proxy_each_forwarded_address_is_throttled_on_its_own(
         app, engine, actors):
-    with alternate_app(app, engine, trusted_proxies=["testclient"]) as proxied, \
+    # The proxy (the test client's address) appends the address it saw to X-Forwarded-For.
+    with alternate_app(app, engine, trusted_proxies=["testclient", "10.0.0.2"]) as proxied, \
             client_for(proxied) as client:
         guesser = {"X-Forwarded-For": "203.0.113.66"}
         for number in range(ADDRESS_FAILURE_LIMIT):
             post_login(client, f"guess{number}@test.example", "x" * 12, headers=guesser)
         person = actors.person("a", Role.PATIENT)
         assert post_login(client, person.email, PASSWORD, headers=guesser).status_code == 429
-        neighbour = {"X-Forwarded-For": "198.51.100.7, 203.0.113.66"}
+        # Addresses the guesser writes in front of its own prove nothing: still throttled.
+        forged = {"X-Forwarded-For": "198.51.100.7, 203.0.113.66"}
+        assert post_login(client, person.email, PASSWORD, headers=forged).status_code == 429
+        # Someone else, through two of our proxies, is not.
+        neighbour = {"X-Forwarded-For": "198.51.100.7, 10.0.0.2"}
         assert post_login(client, person.email, PASSWORD, headers=neighbour).status_code == 303
     addresses = {e.ip_address for e in audit_entries(engine, action="login")}
     assert addresses == {"203.0.113.66", "198.51.100.7"}

@@ -27,12 +27,18 @@ from sqlalchemy import ColumnElement, and_, false, not_, or_, select
 from sqlalchemy.orm import Session
 
 from jaejin.core.audit import AuditEvent
-from jaejin.core.authn import CurrentPrincipal, DbSession, Principal, audit
+from jaejin.core.authn import DbSession, Principal, audit
 from jaejin.core.database import utcnow
 from jaejin.core.errors import Problem, not_found, register_problem_renderer, request_language
 from jaejin.core.i18n import N_, translate
 from jaejin.directory.store import Patient
-from jaejin.monitoring.api import Access, audit_ingest, authorised_patient
+from jaejin.monitoring.api import (
+    Access,
+    CallingPrincipal,
+    RawBody,
+    audit_ingest,
+    authorised_patient,
+)
 from jaejin.monitoring.ingest import IngestPatient, ItemResult, ItemStatus, ingest_items
 from jaejin.monitoring.parsers import (
     ImportContext,
@@ -132,12 +138,11 @@ def _refused(status: int, problems: Sequence[ImportProblem], language: str) -> P
     return RefusedResource(status, operation_outcome(issues_from_problems(problems, language)))
 
 
-async def _resource_body(request: Request) -> Any:
+def _resource_body(request: Request, raw: bytes) -> Any:
     content_type = request.headers.get("content-type", "")
     if "xml" in content_type:
         raise Problem(415, "UNSUPPORTED_MEDIA_TYPE",
                       N_("Send FHIR resources as JSON (application/fhir+json)."))
-    raw = await request.body()
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -232,11 +237,12 @@ def _writable_patient(db: Session, principal: Principal, subject: str | None) ->
 @router.post("/Observation", summary="Create an Observation (conditional with If-None-Exist)")
 async def create_observation(
     request: Request,
-    principal: CurrentPrincipal,
+    raw: RawBody,
+    principal: CallingPrincipal,
     db: DbSession,
     if_none_exist: Annotated[str | None, Header(alias="If-None-Exist")] = None,
 ) -> Response:
-    resource = await _resource_body(request)
+    resource = _resource_body(request, raw)
     language = principal.language
 
     def work() -> Response:
@@ -355,9 +361,9 @@ def _entry_response(entry: _Entry, stored: Mapping[int, _Stored],
 
 
 @router.post("", summary="Process a transaction or batch Bundle of Observation creates")
-async def process_bundle(request: Request, principal: CurrentPrincipal,
+async def process_bundle(request: Request, raw: RawBody, principal: CallingPrincipal,
                          db: DbSession) -> Response:
-    bundle = await _resource_body(request)
+    bundle = _resource_body(request, raw)
     language = principal.language
 
     def work() -> Response:
@@ -502,7 +508,7 @@ def _date_condition(value: str) -> ColumnElement[bool]:
 @router.get("/Observation", summary="Search Observations (subject, code, date)")
 def search_observations(
     request: Request,
-    principal: CurrentPrincipal,
+    principal: CallingPrincipal,
     db: DbSession,
     subject: str | None = None,
     patient: str | None = None,
@@ -549,7 +555,7 @@ def search_observations(
 
 
 @router.get("/Observation/{observation_id}", summary="Read one Observation")
-def read_observation(observation_id: str, principal: CurrentPrincipal,
+def read_observation(observation_id: str, principal: CallingPrincipal,
                      db: DbSession) -> Response:
     if not observation_id.isdigit():
         raise not_found("Observation")

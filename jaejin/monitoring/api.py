@@ -26,16 +26,23 @@ from enum import StrEnum
 from typing import Annotated, Any, Final
 
 import orjson
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditActor, AuditEvent, record
-from jaejin.core.authn import AppSettings, CurrentPrincipal, DbSession, Principal, audit
+from jaejin.core.authn import (
+    AppSettings,
+    DbSession,
+    Principal,
+    audit,
+    require_principal,
+    resolve_principal,
+)
 from jaejin.core.authn import client_address as request_address
 from jaejin.core.database import utcnow
 from jaejin.core.errors import Problem, forbidden, not_found, request_language
@@ -125,12 +132,53 @@ def json_response(payload: Any, status_code: int = 200,
                     headers=headers)
 
 
-async def json_body(request: Request) -> Any:
-    raw = await request.body()
+async def _whole_body(request: Request) -> bytes:
+    return await request.body()
+
+
+#: The request body, read in full before anything asks the database who is calling. Declared
+#: before the principal in a route's signature (FastAPI resolves dependencies in order): on
+#: SQLite the principal's query takes the write lock, which must never wait on a slow client.
+RawBody = Annotated[bytes, Depends(_whole_body)]
+
+
+def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise Problem(400, "INVALID_JSON", N_("The body is not valid JSON.")) from None
+
+
+async def _principal_off_the_event_loop(request: Request, db: DbSession) -> Principal:
+    """`CurrentPrincipal`, with its database query run in a worker thread and its transaction
+    ended at once.
+
+    Resolved on the event loop, the query would start a SQLite write transaction (BEGIN
+    IMMEDIATE) there: a second request's query then blocks the whole loop waiting for the
+    first, which cannot reach its worker thread to finish. The platform dependency then finds
+    the principal already resolved and only checks CSRF and the second factor.
+    """
+
+    def resolve() -> None:
+        try:
+            resolve_principal(request, db)
+        finally:
+            db.rollback()
+
+    await run_in_threadpool(resolve)
+    return await require_principal(request, db)
+
+
+#: Who is calling (as `core.authn.CurrentPrincipal`); every monitoring and FHIR route uses it.
+CallingPrincipal = Annotated[Principal, Depends(_principal_off_the_event_loop)]
+
+
+async def _whole_form(request: Request) -> FormData:
+    return await request.form(max_files=1, max_fields=10)
+
+
+#: A multipart form, received (files spooled to disk) before the principal is resolved.
+UploadForm = Annotated[FormData, Depends(_whole_form)]
 
 
 def unreadable(error: UnreadableInputError) -> Problem:
@@ -223,9 +271,9 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         JSON_MEDIA_TYPE: {"schema": inline_schema(ReadingBatchIn)}}}},
 )
 async def post_readings(
-    patient_id: int, request: Request, principal: CurrentPrincipal, db: DbSession
+    patient_id: int, raw: RawBody, principal: CallingPrincipal, db: DbSession
 ) -> Response:
-    body = await json_body(request)
+    body = parse_json(raw)
     language = principal.language
 
     def work() -> dict[str, Any]:
@@ -280,7 +328,7 @@ def _read_cursor(cursor: str) -> tuple[datetime, int]:
 )
 def list_readings(
     patient_id: int,
-    principal: CurrentPrincipal,
+    principal: CallingPrincipal,
     db: DbSession,
     metric: Annotated[list[Metric] | None, Query()] = None,
     since: AwareDatetime | None = None,
@@ -382,13 +430,15 @@ def _upload_kind(requested: str | None, filename: str, head: bytes) -> str:
 async def upload_readings_file(
     patient_id: int,
     request: Request,
-    principal: CurrentPrincipal,
+    form: UploadForm,
+    principal: CallingPrincipal,
     db: DbSession,
     background: BackgroundTasks,
 ) -> Response:
     language = principal.language
     await run_in_threadpool(authorised_patient, db, principal, patient_id, Access.WRITE)
-    form = await request.form(max_files=1, max_fields=10)
+    # Copying a large file takes a while: no transaction (and no SQLite lock) meanwhile.
+    await run_in_threadpool(db.rollback)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise Problem(422, "FILE_REQUIRED",
@@ -433,7 +483,7 @@ async def upload_readings_file(
 
 
 @router.get("/api/v1/monitoring/uploads/{upload_id}", summary="Progress of a file upload")
-def read_upload(upload_id: int, principal: CurrentPrincipal, db: DbSession,
+def read_upload(upload_id: int, principal: CallingPrincipal, db: DbSession,
                 request: Request) -> Response:
     upload = db.get(UploadRow, upload_id)
     if upload is None:
@@ -453,7 +503,7 @@ def read_upload(upload_id: int, principal: CurrentPrincipal, db: DbSession,
 
 @router.get("/api/v1/monitoring/patients/{patient_id}/uploads",
             summary="A patient's recent file uploads, newest first")
-def list_uploads(patient_id: int, principal: CurrentPrincipal, db: DbSession,
+def list_uploads(patient_id: int, principal: CallingPrincipal, db: DbSession,
                  request: Request,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
     patient = authorised_patient(db, principal, patient_id, Access.READ)
@@ -502,7 +552,7 @@ def _secret_row(db: Session, patient_id: int) -> NightscoutSecretRow | None:
 
 @router.post("/api/v1/monitoring/patients/{patient_id}/nightscout", status_code=201,
              summary="Issue (or replace) the patient's Nightscout API secret")
-def issue_nightscout(patient_id: int, principal: CurrentPrincipal, db: DbSession,
+def issue_nightscout(patient_id: int, principal: CallingPrincipal, db: DbSession,
                      settings: AppSettings) -> Response:
     patient = authorised_patient(db, principal, patient_id, Access.WRITE)
     row = issue_nightscout_secret(db, patient, actor_ref(principal.kind, principal.subject_id))
@@ -516,7 +566,7 @@ def issue_nightscout(patient_id: int, principal: CurrentPrincipal, db: DbSession
 
 @router.get("/api/v1/monitoring/patients/{patient_id}/nightscout",
             summary="The patient's Nightscout API secret and uploader URL")
-def read_nightscout(patient_id: int, principal: CurrentPrincipal, db: DbSession,
+def read_nightscout(patient_id: int, principal: CallingPrincipal, db: DbSession,
                     settings: AppSettings) -> Response:
     patient = authorised_patient(db, principal, patient_id, Access.WRITE)
     row = _secret_row(db, patient.id)
@@ -531,7 +581,7 @@ def read_nightscout(patient_id: int, principal: CurrentPrincipal, db: DbSession,
 
 @router.delete("/api/v1/monitoring/patients/{patient_id}/nightscout", status_code=204,
                summary="Revoke the patient's Nightscout API secret")
-def revoke_nightscout(patient_id: int, principal: CurrentPrincipal, db: DbSession) -> Response:
+def revoke_nightscout(patient_id: int, principal: CallingPrincipal, db: DbSession) -> Response:
     patient = authorised_patient(db, principal, patient_id, Access.WRITE)
     row = _secret_row(db, patient.id)
     if row is None:
@@ -562,9 +612,9 @@ def _entry_echo(raw: Any, item: ItemResult, language: str) -> dict[str, Any]:
     return echoed
 
 
-async def _nightscout_entries(request: Request, db: Session, api_secret: str | None,
-                              url_token: str | None) -> Response:
-    body = await json_body(request)
+async def _nightscout_entries(request: Request, raw: bytes, db: Session,
+                              api_secret: str | None, url_token: str | None) -> Response:
+    body = parse_json(raw)
     language = request_language(request)
     address = request_address(request)
     user_agent = request.headers.get("user-agent")
@@ -604,14 +654,15 @@ ApiSecretHeader = Annotated[str | None, Header(alias="api-secret")]
 
 @router.post("/api/v1/entries", summary="Nightscout uploaders: CGM entries (api-secret header)")
 @router.post("/api/v1/entries.json", include_in_schema=False)
-async def nightscout_entries(request: Request, db: DbSession,
+async def nightscout_entries(request: Request, raw: RawBody, db: DbSession,
                              api_secret: ApiSecretHeader = None) -> Response:
-    return await _nightscout_entries(request, db, api_secret, None)
+    return await _nightscout_entries(request, raw, db, api_secret, None)
 
 
 @router.post(NIGHTSCOUT_PATH + "/api/v1/entries",
              summary="Nightscout uploaders: CGM entries at the patient's own base URL")
 @router.post(NIGHTSCOUT_PATH + "/api/v1/entries.json", include_in_schema=False)
-async def nightscout_patient_entries(url_token: str, request: Request, db: DbSession,
+async def nightscout_patient_entries(url_token: str, request: Request, raw: RawBody,
+                                     db: DbSession,
                                      api_secret: ApiSecretHeader = None) -> Response:
-    return await _nightscout_entries(request, db, api_secret, url_token)
+    return await _nightscout_entries(request, raw, db, api_secret, url_token)

@@ -379,9 +379,12 @@ async def _event_stream(request: Request, channels: Sequence[str]) -> AsyncItera
 
 
 @page_router.get("/monitoring/triage/events")
-async def triage_events(request: Request, principal: Staff) -> Response:
+async def triage_events(request: Request, principal: Staff, db: DbSession) -> Response:
     channels = [triage_channel(institution_id)
                 for institution_id in sorted(principal.institutions_where(*STAFF))]
+    # The stream stays open for hours: end the transaction that found the principal now, or
+    # on SQLite its BEGIN IMMEDIATE would hold the write lock for as long as the page is open.
+    db.close()
     return StreamingResponse(
         _event_stream(request, channels), media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

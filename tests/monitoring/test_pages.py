@@ -233,9 +233,10 @@ def test_the_care_plan_form_explains_what_is_wrong(client, actors, engine):
     assert no_template.status_code == 422
     with session_factory(engine)() as session:
         assert session.execute(select(CarePlanRow)).first() is None
-    sign_in(client, actors.person("a", Role.COORDINATOR))
-    refused = client.post(url, data={"csrf_token": csrf, "template": "hypertension"})
+    coordinator_csrf = sign_in(client, actors.person("a", Role.COORDINATOR))
+    refused = client.post(url, data={"csrf_token": coordinator_csrf, "template": "hypertension"})
     assert refused.status_code == 403
+    assert "Your role does not allow this." in refused.text
 
 
 # ------------------------------------------------------------------------ the patient's own

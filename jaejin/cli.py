@@ -142,6 +142,12 @@ def user_create(
     from jaejin.accounts.service import create_user
     from jaejin.directory.store import Institution
 
+    if role in (Role.PATIENT, Role.SYSTEM_CLIENT):
+        # A person holding these roles would skip what they rest on: the in-person visit and
+        # invitation for patients, client credentials and scopes for systems.
+        typer.echo(f"{role.value} accounts are not made here: patients accept an invitation, "
+                   "systems use `jaejin client create`.", err=True)
+        raise typer.Exit(2)
     with session_scope() as db:
         found = db.execute(select(Institution).where(Institution.code == institution)
                            ).scalar_one_or_none()

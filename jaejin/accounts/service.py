@@ -9,8 +9,10 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import ApiClient, LoginFailure, Membership, Role, User
@@ -114,8 +116,14 @@ def create_user(db: Session, *, email: str, password: str, display_name: str,
     user = User(email=normalised, password_hash=hash_password(password),
                 display_name=display_name, language=language, time_zone=time_zone)
     user.memberships = [Membership(institution_id=i, role=str(r)) for i, r in memberships]
-    db.add(user)
-    db.flush()
+    try:
+        # In a savepoint: someone registering the same address at this moment makes the
+        # insert fail, which is the same answer as above, not a server error.
+        with db.begin_nested():
+            db.add(user)
+    except IntegrityError:
+        raise Problem(409, "EMAIL_TAKEN",
+                      N_("An account with this e-mail already exists.")) from None
     return user
 
 
@@ -178,10 +186,21 @@ def find_invitation_by_code(db: Session, institution_code: str, mrn: str, birth_
     return None
 
 
+def _locked(db: Session, model: type[Invitation] | type[Patient], row_id: int) -> Any:
+    return db.execute(select(model).where(model.id == row_id).with_for_update()
+                      .execution_options(populate_existing=True)).scalar_one()
+
+
 def accept_invitation(db: Session, invitation: Invitation, *, email: str, password: str,
                       language: str, time_zone: str, actor: AuditActor) -> User:
-    patient = db.get(Patient, invitation.patient_id)
-    assert patient is not None
+    # Re-read under a row lock: people accepting one invitation at once queue here, and only
+    # the first still finds it open (otherwise each made an account for the same patient).
+    invitation = _locked(db, Invitation, invitation.id)
+    if invitation.accepted_at is not None or invitation.expires_at < utcnow():
+        raise Problem(410, "INVITATION_USED", N_(
+            "This invitation link has expired or was already used. "
+            "Ask your clinic for a new one."))
+    patient: Patient = _locked(db, Patient, invitation.patient_id)
     normalised = email.strip().lower()
     existing = db.execute(select(User).where(User.email == normalised)).scalar_one_or_none()
     if patient.user_id is not None:

@@ -118,6 +118,8 @@ def test_user_create_makes_a_staff_account_that_can_sign_in(jaejin, client, acto
     (("--password", "short"), "at least 10 characters"),
     (("--email", "coordinator.a@test.example"), "EMAIL_TAKEN"),
     (("--role", "emperor"), "emperor"),
+    (("--role", "patient"), "invitation"),
+    (("--role", "system_client"), "jaejin client create"),
 ])
 def test_user_create_refuses_bad_input_and_creates_nobody(jaejin, client, actors, arguments,
                                                           message):

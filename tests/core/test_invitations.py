@@ -4,9 +4,11 @@ link or by code, in their language and time zone, and is signed in as a patient.
 from __future__ import annotations
 
 import re
+import threading
 from datetime import date, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from jaejin.core.accounts import Membership, Role, User, WebSession
@@ -331,3 +333,68 @@ def test_accepting_needs_the_forms_csrf_cookie(client, actors, newcomer):
         "language": "ja", "time_zone": "Asia/Tokyo", "csrf_token": csrf_from(page.text)})
     assert response.status_code == 403
     assert count_rows(client.app.state.engine, User)["users"] == len(actors.people)
+
+
+def test_two_people_racing_to_accept_one_invitation_make_one_account(app, client, actors,
+                                                                      newcomer):
+    invitation = issue_by_api(client, actors, newcomer)
+    users_before = count_rows(client.app.state.engine, User)["users"]
+    browsers = [TestClient(app) for _ in range(4)]
+    forms = []
+    for number, browser in enumerate(browsers):
+        page = browser.get("/invitation", params={"token": token_of(invitation)})
+        forms.append({"token": token_of(invitation), "email": f"racer{number}@example.jp",
+                      "password": NEW_PASSWORD, "language": "ja", "time_zone": "Asia/Tokyo",
+                      "csrf_token": csrf_from(page.text)})
+    start = threading.Barrier(len(browsers))
+    statuses: list[int] = []
+
+    def accept_now(browser: TestClient, form: dict) -> None:
+        start.wait(timeout=30)
+        statuses.append(browser.post("/invitation", data=form,
+                                     follow_redirects=False).status_code)
+
+    threads = [threading.Thread(target=accept_now, args=pair)
+               for pair in zip(browsers, forms, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses)[0] == 303 and statuses.count(303) == 1, statuses
+    assert all(status in (303, 404, 409, 410) for status in statuses), statuses
+    assert count_rows(client.app.state.engine, User)["users"] == users_before + 1
+    with fresh(client.app.state.engine) as session:
+        patient = session.get(Patient, newcomer.id)
+        user = session.get(User, patient.user_id)
+        assert user.email.startswith("racer")
+
+
+def test_two_patients_racing_for_one_e_mail_address_get_one_account(app, db, client, actors,
+                                                                    newcomer):
+    second = make_patient(db, actors.a, "MRN-A-78")
+    db.commit()
+    links = [token_of(issue_by_api(client, actors, patient)) for patient in (newcomer, second)]
+    users_before = count_rows(client.app.state.engine, User)["users"]
+    browsers = [TestClient(app) for _ in links]
+    forms = []
+    for browser, link in zip(browsers, links, strict=True):
+        page = browser.get("/invitation", params={"token": link})
+        forms.append({"token": link, "email": "shared@example.jp", "password": NEW_PASSWORD,
+                      "language": "ja", "time_zone": "Asia/Tokyo",
+                      "csrf_token": csrf_from(page.text)})
+    start = threading.Barrier(len(browsers))
+    statuses: list[int] = []
+
+    def accept_now(browser: TestClient, form: dict) -> None:
+        start.wait(timeout=30)
+        statuses.append(browser.post("/invitation", data=form,
+                                     follow_redirects=False).status_code)
+
+    threads = [threading.Thread(target=accept_now, args=pair)
+               for pair in zip(browsers, forms, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [303, 409], statuses
+    assert count_rows(client.app.state.engine, User)["users"] == users_before + 1

@@ -778,9 +778,11 @@ def reschedule(db: Session, principal: Principal, appointment: Appointment, new_
                              excluding=appointment.id) from None
     decision: Decision | None = None
     if schedule.mode is VisitMode.VIDEO:
+        condition = visit_condition(db, patient, institution, appointment.condition_code)
         decision = judge_telemedicine(db, patient=patient, institution=institution,
-                                      at=slot.start, condition=appointment.condition_code,
+                                      at=slot.start, condition=condition,
                                       tri_party=appointment.tri_party, lang=lang)
+        appointment.condition_code = condition
     if patient_busy(db, patient.id, slot.start, slot.end, excluding=appointment.id):
         raise _busy_conflict("PATIENT_ALREADY_BOOKED", schedule, db, slot.start, now=now,
                              lang=lang, language=language, patient=patient,

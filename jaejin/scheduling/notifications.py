@@ -360,10 +360,9 @@ def render(db: Session, appointment: Appointment, payload: dict[str, Any], who: 
         subject_key = Change.CANCELLED
     lines = [translate(lang, GREETING, name=who.name), ""]
     if cancelled:
-        lines.append(translate(lang, BODY_NO_LONGER_INTERPRETING
-                               if recipient.role == "interpreter"
-                               and recipient.identifier != appointment.interpreter_id
-                               else BODY_CANCELLED))
+        released = (recipient.role == "interpreter"
+                    and recipient.identifier != appointment.interpreter_id)
+        lines.append(translate(lang, BODY_NO_LONGER_INTERPRETING if released else BODY_CANCELLED))
     lines.append(translate(lang, BODY_VISIT, visit=visit,
                            mode=translate(lang, MODE_NAMES[details.mode]),
                            practitioner=details.practitioner_name,

@@ -128,7 +128,6 @@ TEXT: dict[str, str] = {
     "cancel_reason": N_("Reason (optional)"),
     "reschedule": N_("Move to another time"),
     "reschedule_title": N_("Move your appointment"),
-    "move_here": N_("Move to this time"),
     "cutoff_hint": N_("You can move or cancel until {hours} hours before the visit."),
     "taken_title": N_("That time is no longer free"),
     "next_free": N_("The next free times:"),
@@ -140,7 +139,6 @@ TEXT: dict[str, str] = {
     "next_week": N_("Next week"),
     "practitioners": N_("Practitioners"),
     "interpreters": N_("Interpreters"),
-    "nothing": N_("—"),
     "assign": N_("Assign"),
     "assign_interpreter": N_("Interpreter for appointment {id}"),
     "my_schedule": N_("My schedule"),
@@ -150,13 +148,15 @@ TEXT: dict[str, str] = {
     "previous": N_("Previous"),
     "next": N_("Next"),
     "no_appointments": N_("No appointments."),
-    "join_visit": N_("Open the visit"),
-    "cancelled": N_("Cancelled"),
     "for_patient": N_("Booking for {patient}"),
-    "institution": N_("Institution"),
     "notifications": N_("Messages"),
     "message_state": N_("{kind} by {channel} to {recipient}: {state}"),
 }
+
+
+def _say(lang: str, key: str, **params: Any) -> str:
+    """A sentence of `TEXT` in `lang`."""
+    return translate(lang, TEXT[key], **params)
 
 
 def _problem_text(problem: Problem, lang: str) -> str:
@@ -378,16 +378,16 @@ def _slot_listing(db: Session, principal: Principal, lang: str, *, patient: Pati
         schedule = service.schedule_for(db, practitioner, institution, code, mode)
         if language is not None:
             service.require_interpreter_language(db, institution.id, language)
-            context["notice"] = translate(
-                lang, TEXT["interpreter_requested" if interpreter else "interpreter_included"],
+            context["notice"] = _say(
+                lang, "interpreter_requested" if interpreter else "interpreter_included",
                 doctor=doctor, language=_language_name(language))
         slots = service.find_slots(db, schedule, first, first + timedelta(days=days - 1), zone,
                                    now=utcnow(), interpreter_language=language, patient=patient,
                                    excluding=excluding.id if excluding else None)
     except SchedulingError as error:
         if error.code.value == "INTERPRETER_LANGUAGE_UNAVAILABLE":
-            context["error"] = translate(lang, TEXT["no_interpreter_language"],
-                                         language=_language_name(language))
+            context["error"] = _say(lang, "no_interpreter_language",
+                                    language=_language_name(language))
         else:
             context["error"] = error.translated(lang)
         return context
@@ -646,7 +646,7 @@ def reschedule_submit(request: Request, appointment_id: int, principal: Viewer, 
         lang = request_language(request)
         zone = _browser_zone(tz, principal.time_zone)
         return _render(request, "web/error.html", principal, status_code=refusal.status,
-                       title=translate(lang, TEXT["taken_title"]),
+                       title=_say(lang, "taken_title"),
                        detail=_problem_text(refusal, lang), code=refusal.code, errors=[],
                        zone=zone.key)
     db.commit()

@@ -271,7 +271,7 @@ def check_block_aligned(rules: AvailabilityIn) -> None:
                 errors.append(FieldError(f"exceptions.{index}.{name}", "not_on_five_minutes",
                                          message, {"value": clock}))
     if errors:
-        raise Problem(422, "VALIDATION_FAILED", N_("Some fields need your attention."),
+        raise Problem(422, "VALIDATION_FAILED", N_("Some fields are not valid."),
                       errors=errors)
 
 

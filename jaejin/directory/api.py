@@ -134,24 +134,41 @@ def create_practitioner(body: model.PractitionerCreate, principal: Registrar, db
                         response: Response,
                         institution_id: QueryId | None = None) -> model.PractitionerPublic:
     institution = acting_institution(principal, institution_id, REGISTRARS)
-    practitioner = db.execute(
-        select(Practitioner).where(Practitioner.licence_number == body.licence_number)
-    ).scalar_one_or_none()
-    if practitioner is None:
-        practitioner = Practitioner(**body.model_dump(exclude={"department"}))
-        db.add(practitioner)
-        db.flush()
-    elif any(role.institution_id == institution for role in practitioner.roles):
-        raise Problem(409, "PRACTITIONER_EXISTS",
-                      N_("A practitioner with this licence number is already registered here."),
-                      extra={"practitioner_id": practitioner.id})
-    practitioner.roles.append(PractitionerRole(institution_id=institution,
-                                               department=body.department))
+    for attempt in range(1, 6):
+        try:
+            practitioner = _register_practitioner(db, body, institution)
+            break
+        except IntegrityError:
+            # Another request registered this licence (or this role) at the same moment:
+            # decide again on what it committed. Each failure means someone else succeeded.
+            if attempt == 5:
+                raise
     audit(db, principal, AuditEvent("create", "practitioner", str(practitioner.id),
                                     institution_id=institution, purpose="operations"))
     db.commit()
     response.headers["Location"] = f"/api/v1/practitioners/{practitioner.id}"
     return _practitioner_public(practitioner)
+
+
+def _register_practitioner(db: Session, body: model.PractitionerCreate,
+                           institution: int) -> Practitioner:
+    """The practitioner with this licence (created if new), now working at `institution`."""
+    with db.begin_nested():
+        practitioner = db.execute(
+            select(Practitioner).where(Practitioner.licence_number == body.licence_number)
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
+        if practitioner is None:
+            practitioner = Practitioner(**body.model_dump(exclude={"department"}))
+            db.add(practitioner)
+            db.flush()
+        elif any(role.institution_id == institution for role in practitioner.roles):
+            raise Problem(409, "PRACTITIONER_EXISTS",
+                          N_("A practitioner with this licence number is already registered "
+                             "here."), extra={"practitioner_id": practitioner.id})
+        practitioner.roles.append(PractitionerRole(institution_id=institution,
+                                                   department=body.department))
+    return practitioner
 
 
 @router.get("/practitioners/{practitioner_id}", response_model=model.PractitionerPublic)

@@ -4,11 +4,13 @@ encounters and consents; scoped to the caller's institution, audited, and strict
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -761,3 +763,36 @@ def test_a_time_zone_is_accepted_exactly_when_it_is_an_iana_name(name):
     else:
         with pytest.raises(ValidationError):
             PatientUpdate(time_zone=name)
+
+
+@pytest.mark.parametrize("institutions", [("a", "a", "a", "a"), ("a", "b", "a", "b")])
+def test_one_licence_registered_at_once_from_several_systems_is_one_practitioner(
+        app, client, db, actors, institutions):
+    apis = {key: api_for(client, db, actors, key) for key in set(institutions)}
+    body = {"licence_number": "MD-RACE-1", "name_native": "박준호", "name_latin": "Park Jun-ho"}
+    start = threading.Barrier(len(institutions))
+    answers: list[tuple[str, int, int | None]] = []
+
+    def register(key: str) -> None:
+        caller = TestClient(app)
+        start.wait(timeout=30)
+        response = caller.post("/api/v1/practitioners", json=body,
+                               headers=bearer(apis[key].token))
+        answers.append((key, response.status_code, response.json().get("id")
+                        if response.status_code == 201 else None))
+
+    threads = [threading.Thread(target=register, args=(key,)) for key in institutions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answers) == len(institutions), "a request failed without answering"
+    created = [answer for answer in answers if answer[1] == 201]
+    assert sorted(answer[0] for answer in created) == sorted(set(institutions)), answers
+    assert all(status in (201, 409) for _key, status, _id in answers), answers
+    assert len({practitioner_id for _key, _status, practitioner_id in created}) == 1
+    with fresh(client.app.state.engine) as session:
+        stored = session.execute(select(Practitioner).where(
+            Practitioner.licence_number == "MD-RACE-1")).scalar_one()
+        assert sorted(role.institution_id for role in stored.roles) == sorted(
+            {actors.a.id if key == "a" else actors.b.id for key in institutions})

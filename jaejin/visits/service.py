@@ -750,8 +750,12 @@ def start_call(db: Session, context: VisitContext, actor: Actor, *,
     decision = _judged(db, context, actor, VisitEvent.START_CALL)
     context.visit.decision_at_start = decision.model_dump(mode="json")
     method = context.visit.identity_method
+    # Identity is the one condition the lifecycle checks itself: left to it, the refusal names
+    # it ("verify the patient's identity") instead of calling the visit not allowed.
+    identity_only = method is None and all(
+        item.code is Code.IDENTITY_CHECK_REQUIRED for item in decision.conditions)
     _move(db, context, actor, VisitEvent.START_CALL, TransitionContext(
-        policy=decision,
+        policy=decision, policy_conditions_met=identity_only,
         consent_recorded=context.visit.consent_id is not None,
         identity_verified_by=IdentityVerificationMethod(method) if method else None,
         local_physician_required=context.visit.local_physician_required,

@@ -17,12 +17,16 @@ import pytest
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jaejin.core.accounts import Role
-from jaejin.core.audit import AuditActor
+from jaejin.core.accounts import Role, WebSession
+from jaejin.core.audit import AuditActor, AuditEntry
+from jaejin.core.authn import SESSION_COOKIE
+from jaejin.core.config import Settings
 from jaejin.core.database import utcnow
 from jaejin.core.i18n import get_translator
+from jaejin.core.security import new_token, token_digest
 from jaejin.directory.store import Consent, Interpreter, LocalPhysician
 from jaejin.scheduling.store import Appointment
 from jaejin.visits import service
@@ -35,6 +39,7 @@ from jaejin.visits.signalling import (
     SignallingHub,
 )
 from jaejin.visits.store import Visit
+from tests.core.helpers import fast_password_hashing
 from tests.support import Actors
 
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
@@ -252,6 +257,14 @@ def add_local_physician(db: Session, actors: Actors, key: str = "a",
     return physician
 
 
+@pytest.fixture
+def actors(db: Session, settings: Settings) -> Actors:
+    """As the suite's `actors`, with cheap password hashing: a visit test signs nobody in by
+    password, and hashing a dozen production-strength passwords per test costs seconds."""
+    with fast_password_hashing():
+        return Actors.create(db, settings)
+
+
 @dataclass
 class Cast:
     """Institution A's and B's people with interpreters on record, for the visit tests."""
@@ -265,3 +278,23 @@ def cast(db: Session, actors: Actors) -> Cast:
     interpreters = {key: add_interpreter(db, actors, key) for key in ("a", "b")}
     db.commit()
     return Cast(actors, interpreters)
+
+
+def start_session(db: Session, user_id: int) -> dict[str, str]:
+    """Headers of a signed-in browser (second factor passed): the session cookie and its CSRF
+    token, as the sign-in pages would have set them. Lets one test client act as several
+    people, so their sockets share the client's event loop (and the app's hub)."""
+    cookie, csrf = new_token(), new_token(24)
+    db.add(WebSession(token_hash=token_digest(cookie), user_id=user_id, csrf_token=csrf,
+                      two_factor_passed=True, expires_at=utcnow() + timedelta(hours=1)))
+    db.commit()
+    return {"cookie": f"{SESSION_COOKIE}={cookie}", "X-CSRF-Token": csrf}
+
+
+def audit_entries(db: Session, **fields: object) -> list[AuditEntry]:
+    query = select(AuditEntry).order_by(AuditEntry.sequence)
+    for name, value in fields.items():
+        query = query.where(getattr(AuditEntry, name) == value)
+    entries = list(db.execute(query).scalars())
+    db.commit()
+    return entries

@@ -159,8 +159,10 @@ def _choi_jiwoo(patient: Patient, now: datetime, rng: random.Random) -> _Reading
     """Type 1 diabetes on CGM: 14 days every 5 minutes, a sensor change, lows at night, and a
     low this morning (level 1 for 25 minutes, an hour ago)."""
     readings = _Readings(patient, "Dexcom G7", rng)
+    # The first reading falls just inside the 14 days: none lies in the 14 days before (a
+    # single stray reading there would read as a whole "previous fortnight").
     start = (now - timedelta(days=14)).replace(second=0, microsecond=0)
-    start -= timedelta(minutes=start.minute % 5)
+    start += timedelta(minutes=5 - start.minute % 5)
     sensor_change = start + timedelta(days=10, hours=9)
     drift = 0.0
     moment = start

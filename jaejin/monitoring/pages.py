@@ -113,7 +113,7 @@ navigation.register("/monitoring/me", N_("My readings"),
 #: Charts show the last month; the CGM profile the consensus 14 days.
 CHART_PERIOD = timedelta(days=30)
 CGM_PERIOD_DAYS = 14
-RECENT_READINGS_SHOWN = 30
+RECENT_READINGS_SHOWN = 16
 #: Seconds between keep-alive comments on the event stream (proxies drop silent connections).
 SSE_HEARTBEAT_SECONDS = 15.0
 SNOOZE_CHOICES_MINUTES = (60, 240, 24 * 60)
@@ -477,12 +477,15 @@ def _patient_page_context(db: Session, principal: Principal, patient: Patient,
     zone = _zone(patient.time_zone)
     readings = _chart_readings(db, patient, plan, now)
     charts = build_charts(readings, plan, zone, principal.language, now)
-    alert_rows = list(db.execute(
-        select(AlertRow).where(AlertRow.patient_id == patient.id)
-        .order_by((AlertRow.status == AlertStatus.RESOLVED).asc(),
-                  AlertRow.last_signal_at.desc())
-        .limit(30)
-    ).scalars())
+    alert_rows = sorted(
+        db.execute(
+            select(AlertRow).where(AlertRow.patient_id == patient.id)
+            .order_by(AlertRow.last_signal_at.desc()).limit(30)
+        ).scalars(),
+        # Unresolved first, the worst first among them, then the newest.
+        key=lambda row: (row.status == AlertStatus.RESOLVED,
+                         -Severity(row.severity).rank, -row.last_signal_at.timestamp()),
+    )
     language = principal.language
     return {
         "patient": patient, "plan_row": plan_row, "plan": plan, "charts": charts,
@@ -581,7 +584,9 @@ def _overrides_from_form(form: Any, template: PlanTemplate) -> tuple[dict[str, A
             except ValueError:
                 invalid.append(f"{field}.{metric}")
                 continue
-            if not math.isclose(value, default):
+            # The form shows 3 significant digits (0.0833 h is the CGM's 5 minutes): a value
+            # sent back unchanged must not become an override.
+            if not math.isclose(value, default, rel_tol=1e-3):
                 changed[metric] = value
         if changed:
             overrides[field] = changed

@@ -796,3 +796,29 @@ def test_one_licence_registered_at_once_from_several_systems_is_one_practitioner
             Practitioner.licence_number == "MD-RACE-1")).scalar_one()
         assert sorted(role.institution_id for role in stored.roles) == sorted(
             {actors.a.id if key == "a" else actors.b.id for key in institutions})
+
+
+def test_a_hospital_retrying_an_encounter_in_parallel_records_it_once(app, api, actors, client):
+    body = {"patient_id": actors.patients["a"].id, "mode": "in_person",
+            "started_at": an_hour_ago(), "external_id": "HIS-RETRY-1"}
+    start = threading.Barrier(4)
+    answers: list[tuple[int, int]] = []
+
+    def send() -> None:
+        caller = TestClient(app)
+        start.wait(timeout=30)
+        response = caller.post("/api/v1/encounters", json=body, headers=bearer(api.token))
+        answers.append((response.status_code, response.json()["id"]))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answers) == 4, "a request failed without answering"
+    assert sorted(status for status, _id in answers) == [200, 200, 200, 201], answers
+    assert len({encounter_id for _status, encounter_id in answers}) == 1
+    with fresh(client.app.state.engine) as session:
+        stored = session.execute(select(Encounter).where(
+            Encounter.external_id == "HIS-RETRY-1")).scalars().all()
+    assert len(stored) == 1

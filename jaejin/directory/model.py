@@ -159,7 +159,7 @@ class Strict(BaseModel):
     def _no_control_characters(cls, value: Any) -> Any:
         texts = value if isinstance(value, list) else [value]
         if any(isinstance(text, str) and _CONTROL_CHARACTERS.search(text) for text in texts):
-            raise ValueError("Contains control characters that cannot be stored.")
+            raise ValueError(N_("Contains control characters that cannot be stored."))
         return value
 
 

@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, or_, select
+from sqlalchemy import Engine, create_engine, delete, or_, select
 from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import User
@@ -414,10 +414,28 @@ def superseded(appointment: Appointment, payload: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- delivery
 
 
+_sqlite_readers: dict[str, Engine] = {}
+
+
+def _reader(engine: Engine) -> Engine:
+    """An engine to read with while the outbox holds its row.
+
+    On SQLite every transaction of the application's engine takes the write lock
+    (BEGIN IMMEDIATE), which `deliver_due` already holds while the handler runs; a plain engine
+    on the same file reads beside it (WAL). PostgreSQL reads with the same engine.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    url = engine.url.render_as_string(hide_password=False)
+    if url not in _sqlite_readers:
+        _sqlite_readers[url] = create_engine(url, connect_args={"check_same_thread": False})
+    return _sqlite_readers[url]
+
+
 def deliver(engine: Engine, settings: Settings, payload: dict[str, Any]) -> None:
     """Send one queued message, unless superseded; errors propagate so the outbox retries."""
     now = utcnow()
-    with session_factory(engine)() as db:
+    with session_factory(_reader(engine))() as db:
         appointment = db.get(Appointment, int(payload["appointment_id"]))
         if appointment is None or superseded(appointment, payload):
             log.info("appointment notification superseded: %s", payload)

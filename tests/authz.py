@@ -4,6 +4,11 @@ Each capability declares, in `tests/<capability>/authz_cases.py`, a module-level
 `CASES: list[RouteCase | WebSocketCase]` (one case per method and route of its routers) and,
 if its routes need records of their own, `setup(world: World) -> None`, run once when the
 matrix builds its world. See the matrix test's docstring for the rules the cases are held to.
+
+One world serves every capability's cases in turn (core first, then alphabetically): a call
+that creates records should create the least consequential kind (an in-person encounter rather
+than a video one, a unique MRN), so that it does not change what later cases rely on (the
+telemedicine share of institution A, a free slot).
 """
 
 from __future__ import annotations

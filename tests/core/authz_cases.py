@@ -89,7 +89,9 @@ def new_practitioner(world: World, caller: Caller) -> dict[str, Any]:
 
 
 def new_encounter(world: World, caller: Caller) -> dict[str, Any]:
-    return {"patient_id": world.actors.patients["a"].id, "mode": "video",
+    # In person: telemedicine encounters would count against A's telemedicine share, which
+    # other capabilities' cases in the same world depend on.
+    return {"patient_id": world.actors.patients["a"].id, "mode": "in_person",
             "started_at": _an_hour_ago()}
 
 

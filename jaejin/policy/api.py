@@ -141,7 +141,8 @@ async def evaluate_visit(request: Request, principal: Evaluator) -> Response:
     return Response(decision_json(decision), media_type=JSON_MEDIA_TYPE)
 
 
-_ALL_PACKS = orjson.dumps(REGISTRY.describe())
+_DESCRIBED = REGISTRY.describe()
+_ALL_PACKS = orjson.dumps(_DESCRIBED)
 
 
 @json_routes.get("/packs", summary="Every rule pack: parameters, sources, in-force dates")
@@ -154,7 +155,7 @@ async def list_packs(
 ) -> Response:
     if in_force_on is None:
         return Response(_ALL_PACKS, media_type=JSON_MEDIA_TYPE)
-    in_force = [pack for pack in REGISTRY.describe() if _covers(pack, in_force_on)]
+    in_force = [pack for pack in _DESCRIBED if _covers(pack, in_force_on)]
     return Response(orjson.dumps(in_force), media_type=JSON_MEDIA_TYPE)
 
 

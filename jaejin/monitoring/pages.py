@@ -35,8 +35,8 @@ from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditEvent
 from jaejin.core.authn import DbSession, Principal, audit, requires
 from jaejin.core.database import utcnow
-from jaejin.core.errors import Problem, not_found
-from jaejin.core.i18n import N_, locale_directory_name, translate
+from jaejin.core.errors import Problem, not_found, request_language
+from jaejin.core.i18n import N_, locale_directory_name, translate, translate_plural
 from jaejin.directory.store import Institution, Patient
 from jaejin.monitoring import workflow_api
 from jaejin.monitoring.alerts import AlertState, Severity
@@ -161,8 +161,20 @@ def _safe_next(target: str | None, fallback: str) -> str:
     return fallback
 
 
+def interval_text(language: str, minutes: float) -> str:
+    """A reading interval as people say it: "5 minutes", "12 hours", "1 day", "3 days"."""
+    whole = round(minutes)
+    if whole > 0 and whole % (24 * 60) == 0:
+        days = whole // (24 * 60)
+        return translate_plural(language, "{count} day", "{count} days", days)
+    if whole >= 60 and whole % 60 == 0:
+        return translate_plural(language, "{count} hour", "{count} hours", whole // 60)
+    return translate_plural(language, "{count} minute", "{count} minutes", whole)
+
+
 def _label_helpers(lang: str) -> dict[str, Any]:
     return {
+        "interval": lambda minutes: interval_text(lang, minutes),
         "severity_label": lambda value: translate(lang, SEVERITY_LABELS[Severity(value)]),
         "state_label": lambda value: translate(lang, STATE_LABELS[AlertState(value)]),
         "template_label": lambda value: translate(lang, TEMPLATE_LABELS[PlanTemplate(value)]),
@@ -304,6 +316,7 @@ def _chart_readings(db: Session, patient: Patient, plan: CarePlan, now: datetime
 
 
 def _triage_context(db: Session, principal: Principal, request: Request) -> dict[str, Any]:
+    language = request_language(request)
     now = utcnow()
     institution_ids = principal.institutions_where(*STAFF)
     entries = triage_entries(db, institution_ids, now)
@@ -318,7 +331,6 @@ def _triage_context(db: Session, principal: Principal, request: Request) -> dict
         policy = workflow_api.escalation_public(db, escalation_for(db, institution.id))
         on_call.append((institution, policy))
     db.commit()
-    language = principal.language
     return {
         "entries": entries, "now": now, "actor_names": names, "on_call": on_call,
         "can_respond": bool(principal.roles & set(RESPONDERS)),
@@ -413,7 +425,7 @@ def alert_step(
         db.rollback()
         if problem.status not in (409, 422) or not _is_htmx(request):
             raise
-        notice = translate(principal.language, problem.message, **problem.params)
+        notice = translate(request_language(request), problem.message, **problem.params)
         status_code = problem.status
     if not _is_htmx(request):
         return RedirectResponse(_safe_next(next_page, "/monitoring/triage"), status_code=303)
@@ -471,12 +483,12 @@ PLAN_FORM_THRESHOLDS: tuple[str, ...] = (
 
 
 def _patient_page_context(db: Session, principal: Principal, patient: Patient,
-                          now: datetime) -> dict[str, Any]:
+                          now: datetime, language: str) -> dict[str, Any]:
     plan_row = active_plan_row(db, patient.id)
     plan = plan_from_row(plan_row)
     zone = _zone(patient.time_zone)
     readings = _chart_readings(db, patient, plan, now)
-    charts = build_charts(readings, plan, zone, principal.language, now)
+    charts = build_charts(readings, plan, zone, language, now)
     alert_rows = sorted(
         db.execute(
             select(AlertRow).where(AlertRow.patient_id == patient.id)
@@ -486,7 +498,6 @@ def _patient_page_context(db: Session, principal: Principal, patient: Patient,
         key=lambda row: (row.status == AlertStatus.RESOLVED,
                          -Severity(row.severity).rank, -row.last_signal_at.timestamp()),
     )
-    language = principal.language
     return {
         "patient": patient, "plan_row": plan_row, "plan": plan, "charts": charts,
         "readings": recent_lines(readings, zone, language), "alert_rows": alert_rows,
@@ -534,7 +545,8 @@ PLAN_FORM_LABELS: dict[str, str] = {
 def _patient_alerts_fragment(request: Request, principal: Principal, db: Session,
                              patient_id: int, notice: str | None, status_code: int) -> Response:
     patient = workflow_api.load_patient(db, principal, patient_id, STAFF)
-    context = _patient_page_context(db, principal, patient, utcnow())
+    context = _patient_page_context(db, principal, patient, utcnow(),
+                                    request_language(request))
     db.commit()
     return render(request, "monitoring/_patient_alerts.html", principal, notice=notice,
                   status_code=status_code, **context)
@@ -544,7 +556,8 @@ def _patient_alerts_fragment(request: Request, principal: Principal, db: Session
 def patient_page(request: Request, patient_id: int, principal: Staff,
                  db: DbSession) -> Response:
     patient = workflow_api.load_patient(db, principal, patient_id, STAFF)
-    context = _patient_page_context(db, principal, patient, utcnow())
+    context = _patient_page_context(db, principal, patient, utcnow(),
+                                    request_language(request))
     audit(db, principal, AuditEvent("read", "monitoring_patient", str(patient.id), patient.id,
                                     patient.institution_id))
     db.commit()
@@ -605,12 +618,12 @@ async def patient_care_plan(request: Request, patient_id: int, principal: Clinic
             template = PlanTemplate(str(form.get("template", "")))
         except ValueError:
             return _plan_form_error(request, principal, db, patient, [
-                translate(principal.language, "Choose a care-plan template.")])
+                translate(request_language(request), "Choose a care-plan template.")])
         overrides, invalid = _overrides_from_form(form, template)
         if invalid:
             return _plan_form_error(request, principal, db, patient, [
-                translate(principal.language, "{field} must be a number.",
-                          field=translate(principal.language,
+                translate(request_language(request), "{field} must be a number.",
+                          field=translate(request_language(request),
                                           PLAN_FORM_LABELS.get(name, name)))
                 for name in invalid])
         try:
@@ -618,9 +631,9 @@ async def patient_care_plan(request: Request, patient_id: int, principal: Clinic
             set_care_plan(db, principal, patient, template, validated)
         except Problem as problem:
             db.rollback()
-            messages = [error.rendered(principal.language)["message"]
+            messages = [error.rendered(request_language(request))["message"]
                         for error in problem.errors] or [
-                translate(principal.language, problem.message, **problem.params)]
+                translate(request_language(request), problem.message, **problem.params)]
             return _plan_form_error(request, principal, db, patient, messages)
         except ValueError as error:
             db.rollback()
@@ -634,7 +647,8 @@ async def patient_care_plan(request: Request, patient_id: int, principal: Clinic
 
 def _plan_form_error(request: Request, principal: Principal, db: Session, patient: Patient,
                      messages: list[str]) -> Response:
-    context = _patient_page_context(db, principal, patient, utcnow())
+    context = _patient_page_context(db, principal, patient, utcnow(),
+                                    request_language(request))
     db.commit()
     return render(request, "monitoring/patient.html", principal, status_code=422,
                   plan_errors=messages, **context)
@@ -674,7 +688,7 @@ class PatientNotice:
     at: datetime
 
 
-def _notices(db: Session, patient: Patient, now: datetime) -> list[PatientNotice]:
+def _notices(db: Session, patient: Patient, language: str) -> list[PatientNotice]:
     rows = db.execute(
         select(AlertRow).where(AlertRow.patient_id == patient.id,
                                AlertRow.status != AlertStatus.RESOLVED)
@@ -682,9 +696,8 @@ def _notices(db: Session, patient: Patient, now: datetime) -> list[PatientNotice
     ).scalars()
     notices: list[PatientNotice] = []
     for row in rows:
-        guidance = guidance_for(row, patient)
-        text = guidance if guidance is not None else alert_explanation(
-            row, patient.preferred_language)
+        guidance = guidance_for(row, patient, language)
+        text = guidance if guidance is not None else alert_explanation(row, language)
         notices.append(PatientNotice(row.severity, guidance is not None, text,
                                      row.last_signal_at))
     notices.sort(key=lambda notice: (not notice.critical, -notice.at.timestamp()))
@@ -692,17 +705,16 @@ def _notices(db: Session, patient: Patient, now: datetime) -> list[PatientNotice
 
 
 def _own_page_context(db: Session, principal: Principal, patient: Patient,
-                      now: datetime) -> dict[str, Any]:
+                      now: datetime, language: str) -> dict[str, Any]:
     plan_row = active_plan_row(db, patient.id)
     plan = plan_from_row(plan_row)
     zone = _zone(patient.time_zone)
     readings = _chart_readings(db, patient, plan, now)
-    language = principal.language
     uploads = list(db.execute(
         select(UploadRow).where(UploadRow.patient_id == patient.id)
         .order_by(UploadRow.created_at.desc()).limit(5)
     ).scalars())
-    notices = _notices(db, patient, now)
+    notices = _notices(db, patient, language)
     emergency = medical_emergency_number(patient.current_country)
     return {
         "patient": patient, "plan_row": plan_row, "plan": plan,
@@ -724,7 +736,7 @@ def own_page(request: Request, principal: PatientUser, db: DbSession,
              patient: Annotated[int | None, Query()] = None,
              saved: Annotated[int | None, Query(ge=0, le=1000)] = None) -> Response:
     record = _own_patient(db, principal, patient)
-    context = _own_page_context(db, principal, record, utcnow())
+    context = _own_page_context(db, principal, record, utcnow(), request_language(request))
     audit(db, principal, AuditEvent("read", "monitoring_patient", str(record.id), record.id,
                                     record.institution_id, detail={"own": True}))
     db.commit()
@@ -771,7 +783,7 @@ async def own_reading(request: Request, principal: PatientUser, db: DbSession) -
         zone = _zone(record.time_zone)
         key = str(form.get("entry_key", "")).strip()[:64] or uuid.uuid4().hex
         item, reason = _manual_item(form, zone, key)
-        language = principal.language
+        language = request_language(request)
         if item is None:
             assert reason is not None
             return _own_page_error(request, principal, db, record, [translate(language, reason)])
@@ -796,7 +808,8 @@ async def own_reading(request: Request, principal: PatientUser, db: DbSession) -
 
 def _own_page_error(request: Request, principal: Principal, db: Session, patient: Patient,
                     messages: list[str]) -> Response:
-    context = _own_page_context(db, principal, patient, utcnow())
+    context = _own_page_context(db, principal, patient, utcnow(),
+                                request_language(request))
     db.commit()
     return render(request, "monitoring/me.html", principal, status_code=422,
                   entry_errors=messages, saved=None, **context)

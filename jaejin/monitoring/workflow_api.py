@@ -207,13 +207,15 @@ def _number_or_lookup_error(country_code: str) -> str:
     return number
 
 
-def guidance_for(row: AlertRow, patient: Patient) -> str | None:
-    """Guidance for the patient about a critical alert, in their language, naming the emergency
-    number of the country they are in now (not when the reading came)."""
+def guidance_for(row: AlertRow, patient: Patient, language: str | None = None) -> str | None:
+    """Guidance for the patient about a critical alert, in their language (the one they read
+    the page in, else their preferred one), naming the emergency number of the country they are
+    in now (not where they were when the reading came)."""
     if row.severity != Severity.CRITICAL.value:
         return None
     context = PatientContext(
-        patient.preferred_language, patient.current_country, _number_or_lookup_error
+        language or patient.preferred_language, patient.current_country,
+        _number_or_lookup_error,
     )
     return patient_guidance(AlertKind(row.kind), _guidance_value(row), context)
 

@@ -258,12 +258,14 @@ def test_a_patient_sees_their_charts_and_readings(client, actors, db):
 def test_critical_guidance_names_the_emergency_number_where_the_patient_is_now(client, actors,
                                                                               db):
     patient = actors.patients["a"]
+    # A Korean patient reading their page in Korean, travelling in the United States.
     patient.preferred_language, patient.current_country = "ko", "US"
+    actors.person("a", Role.PATIENT).user.language = "ko"
     db.commit()
     raise_alert(db, patient, blood_pressure(patient, 192, 110, now_utc()))
     sign_in(client, actors.person("a", Role.PATIENT))
     html = client.get("/monitoring/me").text
-    assert "Act now" in html
+    assert "지금 조치하세요" in html and "미국 응급 전화번호" in html
     assert "혈압이 매우 높습니다" in html and "911" in html
     assert 'href="tel:911"' in html
     # They travel on: the number follows them, not the country of the reading.

@@ -114,6 +114,22 @@ def test_a_patient_reads_their_charts_and_guidance_on_their_own_page(
     assert low_contrast_text(page) == []
     screenshot(page, "monitoring-me-charts")
 
+    # A CSV export from the patient's device app, sent with its progress shown.
+    stamp = datetime.now(UTC) - timedelta(hours=3)
+    csv_rows = "\n".join(
+        f"{(stamp - timedelta(days=day)).isoformat()},heart_rate,{64 + day % 5},bpm"
+        for day in range(40))
+    page.set_input_files("#upload-file", files=[{
+        "name": "pulse.csv", "mimeType": "text/csv",
+        "buffer": f"effective_at,metric,value,unit\n{csv_rows}\n".encode()}])
+    page.click("#upload-form button[type=submit]")
+    expect(page.locator("#upload-form")).to_have_attribute("data-finished", "done",
+                                                           timeout=20_000)
+    expect(page.locator("#upload-bar")).to_have_attribute("value", "100")
+    expect(page.locator("#upload-status")).to_contain_text("Done: 40 readings added")
+    page.click("#upload-show")
+    expect(page.locator("table.readings")).to_contain_text("Heart rate")
+
     page.select_option("#entry-metric", "blood_pressure")
     page.fill("#entry-systolic", "187")
     page.fill("#entry-diastolic", "109")

@@ -26,7 +26,12 @@
         refused: counts.refused ?? 0,
       });
       form.dataset.finished = "done";
-      setTimeout(() => window.location.reload(), 2500);
+      // The charts are drawn on the server: offer the fresh page rather than jump to it.
+      const again = document.createElement("a");
+      again.href = window.location.pathname + window.location.search;
+      again.id = "upload-show";
+      again.textContent = form.dataset.show;
+      status.append(" ", again);
     } else {
       show(bar.value, form.dataset.failed, {message: (upload.error && upload.error.message) || ""});
       form.dataset.finished = "failed";

@@ -284,6 +284,9 @@ async def start_call(visit_id: VisitId, request: Request, principal: CurrentPrin
                      db: DbSession) -> VisitOut:
     """Start (or resume) the call: the rules for the visit's time, consent, identity, and the
     local physician connected when the visit needs them."""
+    # Finish the transaction the caller's look-up opened before waiting on anything: on SQLite
+    # it holds the write lock, which other requests would otherwise queue behind.
+    await run_in_threadpool(db.commit)
     connected = await local_physician_connected(request.app, visit_id)
     result: VisitOut = await run_in_threadpool(
         _act, db, principal, visit_id, lambda context, actor: service.start_call(

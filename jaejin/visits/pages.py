@@ -467,6 +467,8 @@ def call(visit_id: VisitId, request: Request, principal: MaybePrincipal, db: DbS
 async def share_file(visit_id: VisitId, request: Request, principal: MaybePrincipal,
                      db: DbSession, settings: AppSettings) -> JSONResponse:
     """A file shared in the call: checked by its bytes, kept with the visit, announced."""
+    # End the caller look-up's transaction before reading the upload (SQLite's write lock).
+    await run_in_threadpool(db.commit)
     form = await request.form(max_files=1, max_fields=2)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):

@@ -182,6 +182,7 @@ def _practitioner_and_institution(db: Session, principal: Principal, practitione
 
 @api_router.get("/practitioners/{practitioner_id}/availability", response_model=AvailabilityIn,
             summary="A practitioner's weekly hours and exceptions at an institution")
+@service.ends_transaction
 def get_practitioner_availability(practitioner_id: int, principal: HoursReader, db: DbSession,
                                   institution_id: int | None = None) -> Response:
     _practitioner, institution = _practitioner_and_institution(db, principal, practitioner_id,
@@ -194,6 +195,7 @@ def get_practitioner_availability(practitioner_id: int, principal: HoursReader, 
 
 @api_router.put("/practitioners/{practitioner_id}/availability",
             summary="Replace a practitioner's weekly hours and exceptions (institution's zone)")
+@service.ends_transaction
 def put_practitioner_availability(practitioner_id: int, body: AvailabilityIn,
                                   principal: HoursKeeper, db: DbSession,
                                   institution_id: int | None = None) -> Response:
@@ -218,6 +220,7 @@ def _interpreter(db: Session, principal: Principal, interpreter_id: int) -> Inte
 
 @api_router.get("/interpreters/{interpreter_id}/availability", response_model=AvailabilityIn,
             summary="An interpreter's weekly hours and exceptions (in their own zone)")
+@service.ends_transaction
 def get_interpreter_availability(interpreter_id: int, principal: InterpreterHoursReader,
                                  db: DbSession) -> Response:
     interpreter = _interpreter(db, principal, interpreter_id)
@@ -229,6 +232,7 @@ def get_interpreter_availability(interpreter_id: int, principal: InterpreterHour
 
 @api_router.put("/interpreters/{interpreter_id}/availability",
             summary="Replace an interpreter's weekly hours and exceptions (their own zone)")
+@service.ends_transaction
 def put_interpreter_availability(interpreter_id: int, body: AvailabilityIn,
                                  principal: InterpreterHoursKeeper, db: DbSession) -> Response:
     interpreter = _interpreter(db, principal, interpreter_id)
@@ -258,6 +262,7 @@ def _patient_for_search(db: Session, principal: Principal, institution: Institut
 
 @api_router.get("/practitioners/{practitioner_id}/slots",
             summary="Free slots of a practitioner, with the institution's and your zone's times")
+@service.ends_transaction
 def search_slots(
     practitioner_id: int, principal: Searcher, db: DbSession,
     start: date, end: date,
@@ -301,6 +306,7 @@ def search_slots(
 
 
 @api_router.post("/appointments", status_code=201, summary="Book an appointment")
+@service.ends_transaction
 def create_appointment(body: AppointmentCreate, principal: Booker, db: DbSession,
                        settings: AppSettings, response: Response) -> Response:
     request = service.BookingRequest(
@@ -316,6 +322,7 @@ def create_appointment(body: AppointmentCreate, principal: Booker, db: DbSession
 
 
 @api_router.get("/appointments", summary="Appointments you may see, between two instants")
+@service.ends_transaction
 def list_appointments(
     principal: Viewer, db: DbSession,
     start: datetime | None = None, end: datetime | None = None,
@@ -369,6 +376,7 @@ def list_appointments(
 @api_router.get("/appointments/{appointment_id}.ics", summary="The appointment as a calendar file",
             response_class=Response,
             responses={200: {"content": {"text/calendar": {}}}})
+@service.ends_transaction
 def appointment_calendar_file(appointment_id: int, principal: Viewer, db: DbSession,
                               settings: AppSettings) -> Response:
     access = service.appointment_access(db, principal, appointment_id)
@@ -392,6 +400,7 @@ def appointment_calendar_file(appointment_id: int, principal: Viewer, db: DbSess
 
 
 @api_router.get("/appointments/{appointment_id}", summary="One appointment")
+@service.ends_transaction
 def get_appointment(appointment_id: int, principal: Viewer, db: DbSession) -> Response:
     access = service.appointment_access(db, principal, appointment_id)
     audit(db, principal, _read_event(access.appointment))
@@ -401,6 +410,7 @@ def get_appointment(appointment_id: int, principal: Viewer, db: DbSession) -> Re
 
 @api_router.patch("/appointments/{appointment_id}",
               summary="Reschedule, record a no-show, or assign the interpreter")
+@service.ends_transaction
 def patch_appointment(appointment_id: int, body: AppointmentPatch, principal: Changer,
                       db: DbSession, settings: AppSettings) -> Response:
     changes = body.model_fields_set - {"interpreter_language"}
@@ -427,6 +437,7 @@ def patch_appointment(appointment_id: int, body: AppointmentPatch, principal: Ch
 
 
 @api_router.delete("/appointments/{appointment_id}", summary="Cancel an appointment")
+@service.ends_transaction
 def cancel_appointment(appointment_id: int, principal: Changer, db: DbSession,
                        settings: AppSettings,
                        reason: Annotated[str | None, Query(max_length=500)] = None) -> Response:

@@ -305,6 +305,7 @@ def interpreter_languages(db: Session, institution_id: int) -> list[str]:
 
 
 @router.get("/appointments", response_class=HTMLResponse)
+@service.ends_transaction
 def my_appointments(request: Request, principal: Viewer, db: DbSession,
                     tz: Annotated[str | None, Query(max_length=64)] = None) -> Response:
     lang = request_language(request)
@@ -327,6 +328,7 @@ def my_appointments(request: Request, principal: Viewer, db: DbSession,
 
 
 @router.get("/appointments/book", response_class=HTMLResponse)
+@service.ends_transaction
 def book_form(request: Request, principal: Booker, db: DbSession,
               patient_id: int | None = None,
               practitioner_id: int | None = None,
@@ -406,6 +408,7 @@ def _slot_listing(db: Session, principal: Principal, lang: str, *, patient: Pati
 
 
 @router.get("/appointments/book/slots", response_class=HTMLResponse)
+@service.ends_transaction
 def book_slots(request: Request, principal: Booker, db: DbSession,
                practitioner_id: int,
                visit: Annotated[str, Query(max_length=60)] = "follow_up:video",
@@ -456,6 +459,7 @@ def _parse_start(value: str) -> datetime:
 
 
 @router.get("/appointments/book/confirm", response_class=HTMLResponse)
+@service.ends_transaction
 def book_confirm(request: Request, principal: Booker, db: DbSession,
                  practitioner_id: int, start: Annotated[str, Query(max_length=40)],
                  visit: Annotated[str, Query(max_length=60)] = "follow_up:video",
@@ -491,6 +495,7 @@ def book_confirm(request: Request, principal: Booker, db: DbSession,
 
 
 @router.post("/appointments/book", response_class=HTMLResponse)
+@service.ends_transaction
 def book_submit(request: Request, principal: Booker, db: DbSession, settings: AppSettings,
                 practitioner_id: Annotated[int, Form()],
                 start: Annotated[str, Form(max_length=40)],
@@ -566,6 +571,7 @@ def _viewer_zone(db: Session, principal: Principal, access: service.AppointmentA
 
 
 @router.get("/appointments/{appointment_id}", response_class=HTMLResponse)
+@service.ends_transaction
 def appointment_page(request: Request, appointment_id: int, principal: Viewer, db: DbSession,
                      booked: bool = False,
                      tz: Annotated[str | None, Query(max_length=64)] = None) -> Response:
@@ -596,6 +602,7 @@ def appointment_page(request: Request, appointment_id: int, principal: Viewer, d
 
 
 @router.post("/appointments/{appointment_id}/cancel", response_class=HTMLResponse)
+@service.ends_transaction
 def appointment_cancel(request: Request, appointment_id: int, principal: Viewer,
                        db: DbSession, settings: AppSettings,
                        reason: Annotated[str, Form(max_length=500)] = "") -> Response:
@@ -607,6 +614,7 @@ def appointment_cancel(request: Request, appointment_id: int, principal: Viewer,
 
 
 @router.get("/appointments/{appointment_id}/reschedule", response_class=HTMLResponse)
+@service.ends_transaction
 def reschedule_form(request: Request, appointment_id: int, principal: Viewer, db: DbSession,
                     tz: Annotated[str | None, Query(max_length=64)] = None,
                     start: date | None = None) -> Response:
@@ -633,6 +641,7 @@ def reschedule_form(request: Request, appointment_id: int, principal: Viewer, db
 
 
 @router.post("/appointments/{appointment_id}/reschedule", response_class=HTMLResponse)
+@service.ends_transaction
 def reschedule_submit(request: Request, appointment_id: int, principal: Viewer, db: DbSession,
                       settings: AppSettings, start: Annotated[str, Form(max_length=40)],
                       tz: Annotated[str, Form(max_length=64)] = "") -> Response:
@@ -671,6 +680,7 @@ def _coordinated_institution(principal: Principal, requested: int | None) -> int
 
 
 @router.get("/scheduling/calendar", response_class=HTMLResponse)
+@service.ends_transaction
 def coordinator_calendar(request: Request, principal: Coordinator, db: DbSession,
                          week: date | None = None, institution_id: int | None = None
                          ) -> Response:
@@ -720,6 +730,7 @@ def coordinator_calendar(request: Request, principal: Coordinator, db: DbSession
 
 @router.post("/scheduling/appointments/{appointment_id}/interpreter",
              response_class=HTMLResponse)
+@service.ends_transaction
 def calendar_assign_interpreter(request: Request, appointment_id: int, principal: Coordinator,
                                 db: DbSession, settings: AppSettings,
                                 interpreter_id: Annotated[str, Form(max_length=20)] = "",
@@ -733,6 +744,7 @@ def calendar_assign_interpreter(request: Request, appointment_id: int, principal
 
 
 @router.get("/scheduling/my", response_class=HTMLResponse)
+@service.ends_transaction
 def own_schedule(request: Request, principal: OwnScheduleViewer, db: DbSession,
                  view: Annotated[str, Query(pattern="^(day|week)$")] = "week",
                  day: date | None = None) -> Response:

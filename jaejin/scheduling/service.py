@@ -16,12 +16,14 @@ the wire and these calls, and commit. Each action, in one transaction:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec
 from zoneinfo import ZoneInfo
 
+from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -99,6 +101,34 @@ COORDINATING_STAFF: tuple[Role, ...] = (Role.COORDINATOR, Role.INSTITUTION_ADMIN
 NEXT_FREE_COUNT = 3
 NEXT_FREE_HORIZON_DAYS = 14
 OCCUPANCY_CONSTRAINT = "uq_appointment_occupancy_block"
+
+
+# --------------------------------------------------------------------------- transactions
+
+P = ParamSpec("P")
+
+
+
+def ends_transaction(endpoint: Callable[P, Response]) -> Callable[P, Response]:
+    """Make a route end its transaction itself: rolled back on any error, and whatever it read
+    after committing released before the response leaves.
+
+    Why: otherwise the session is closed by the request's dependency teardown, which waits for
+    the event loop; on SQLite an open transaction holds the database's write lock, and the loop
+    may itself be waiting for that lock in another request's sign-in check.
+    The route takes its session as the keyword argument `db`.
+    """
+
+    @functools.wraps(endpoint)
+    def route(*args: P.args, **kwargs: P.kwargs) -> Response:
+        db = kwargs["db"]
+        assert isinstance(db, Session)
+        try:
+            return endpoint(*args, **kwargs)
+        finally:
+            db.rollback()
+
+    return route
 
 
 # --------------------------------------------------------------------------- errors

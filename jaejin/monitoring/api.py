@@ -48,6 +48,7 @@ from jaejin.core.database import utcnow
 from jaejin.core.errors import Problem, forbidden, not_found, request_language
 from jaejin.core.i18n import N_, translate
 from jaejin.directory.store import Patient
+from jaejin.monitoring.careplans import CarePlan
 from jaejin.monitoring.ingest import (
     IngestPatient,
     IngestResult,
@@ -67,6 +68,7 @@ from jaejin.monitoring.parsers import (
 )
 from jaejin.monitoring.readings import Metric
 from jaejin.monitoring.store import (
+    CarePlanRow,
     NightscoutSecretRow,
     ReadingChannel,
     ReadingRow,
@@ -74,6 +76,7 @@ from jaejin.monitoring.store import (
     UploadStatus,
     actor_ref,
     local_time,
+    plan_from_row,
 )
 
 router = APIRouter(tags=["monitoring"])
@@ -102,6 +105,21 @@ class Access(StrEnum):
 _SCOPES: Final = {Access.READ: "monitoring.read", Access.WRITE: "monitoring.write"}
 
 
+def _permitted(principal: Principal, patient: Patient | None, access: Access) -> Patient:
+    if principal.kind == "client" and not principal.has_scope(_SCOPES[access]):
+        raise Problem(403, "INSUFFICIENT_SCOPE", N_("This client lacks the scope {scope}."),
+                      params={"scope": _SCOPES[access]})
+    roles = WRITER_ROLES if access is Access.WRITE else READER_ROLES
+    if patient is not None:
+        if principal.user_id is not None and patient.user_id == principal.user_id:
+            return patient
+        if principal.can_act_for(patient.institution_id, *roles):
+            return patient
+    if not principal.roles & {Role.PATIENT, *roles}:
+        raise forbidden()
+    raise not_found("patient")
+
+
 def authorised_patient(
     db: Session, principal: Principal, patient_id: int, access: Access
 ) -> Patient:
@@ -111,19 +129,20 @@ def authorised_patient(
     client also needs the scope. A role that may never do this is refused (403); anyone else
     learns only that there is no such patient (404), whoever's patient it is.
     """
-    if principal.kind == "client" and not principal.has_scope(_SCOPES[access]):
-        raise Problem(403, "INSUFFICIENT_SCOPE", N_("This client lacks the scope {scope}."),
-                      params={"scope": _SCOPES[access]})
-    roles = WRITER_ROLES if access is Access.WRITE else READER_ROLES
-    patient = db.get(Patient, patient_id)
-    if patient is not None:
-        if principal.user_id is not None and patient.user_id == principal.user_id:
-            return patient
-        if principal.can_act_for(patient.institution_id, *roles):
-            return patient
-    if not principal.roles & {Role.PATIENT, *roles}:
-        raise forbidden()
-    raise not_found("patient")
+    return _permitted(principal, db.get(Patient, patient_id), access)
+
+
+def writable_patient_and_plan(
+    db: Session, principal: Principal, patient_id: int
+) -> tuple[Patient, CarePlan]:
+    """`authorised_patient(..., Access.WRITE)` and the patient's care plan, in one query."""
+    found = db.execute(
+        select(Patient, CarePlanRow)
+        .outerjoin(CarePlanRow, and_(CarePlanRow.patient_id == Patient.id, CarePlanRow.active))
+        .where(Patient.id == patient_id)
+    ).first()
+    patient = _permitted(principal, found[0] if found else None, Access.WRITE)
+    return patient, plan_from_row(found[1] if found else None)
 
 
 def json_response(payload: Any, status_code: int = 200,
@@ -150,20 +169,22 @@ def parse_json(raw: bytes) -> Any:
 
 
 async def _principal_off_the_event_loop(request: Request, db: DbSession) -> Principal:
-    """`CurrentPrincipal`, with its database query run in a worker thread and its transaction
-    ended at once.
+    """`CurrentPrincipal`, with its database query run in a worker thread.
 
     Resolved on the event loop, the query would start a SQLite write transaction (BEGIN
     IMMEDIATE) there: a second request's query then blocks the whole loop waiting for the
-    first, which cannot reach its worker thread to finish. The platform dependency then finds
-    the principal already resolved and only checks CSRF and the second factor.
+    first, which cannot reach its worker thread to finish. On SQLite the transaction is also
+    ended at once, so the write lock is only taken again by the route's own work; PostgreSQL
+    keeps the connection for the route (no second checkout and ping). The platform dependency
+    then finds the principal already resolved and only checks CSRF and the second factor.
     """
 
     def resolve() -> None:
         try:
             resolve_principal(request, db)
         finally:
-            db.rollback()
+            if db.get_bind().dialect.name == "sqlite":
+                db.rollback()
 
     await run_in_threadpool(resolve)
     return await require_principal(request, db)
@@ -277,13 +298,15 @@ async def post_readings(
     language = principal.language
 
     def work() -> dict[str, Any]:
-        patient = IngestPatient.of(authorised_patient(db, principal, patient_id, Access.WRITE))
+        patient_row, plan = writable_patient_and_plan(db, principal, patient_id)
+        patient = IngestPatient.of(patient_row)
         received_at = utcnow()
         try:
             items = parse_batch(body, patient.context(received_at))
         except UnreadableInputError as error:
             raise unreadable(error) from error
-        result = ingest_items(db, patient, items, ReadingChannel.JSON, received_at=received_at)
+        result = ingest_items(db, patient, items, ReadingChannel.JSON, plan=plan,
+                              received_at=received_at)
         audit_ingest(db, principal.audit_actor, patient, ReadingChannel.JSON, result)
         db.commit()
         return result_json(patient, result, language, received_at)

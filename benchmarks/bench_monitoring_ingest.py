@@ -1,0 +1,660 @@
+"""Readings in through the real HTTP API on PostgreSQL, each figure beside a baseline of the run.
+
+    .venv/bin/python -m benchmarks.bench_monitoring_ingest [--batches 200] [--seconds 8]
+        [--rounds 3] [--trend-rows 10000000] [--trend-budget 900] [--workers 2]
+
+A dedicated database is created on the server named by JAEJIN_BENCH_POSTGRES_URL (default
+postgresql://postgres@127.0.0.1:5432/postgres) and dropped at the end. The application runs
+under uvicorn (`--workers 2`, uvloop, httptools, no access log) on a free port; a system client
+with `monitoring.write` gets a bearer token from /oauth2/token. The load generator is a minimal
+HTTP/1.1 keep-alive client on asyncio streams (httpx would spend more CPU than the server on a
+2-core machine); its own CPU use and the server's CPU time per request are printed.
+
+1. Baseline: `GET /api/v1/institutions` with 16 connections, the cheapest authenticated route
+   that reads the database, in the same rounds as (3).
+2. Batch ingest: `POST /api/v1/monitoring/patients/{id}/readings` with 1,000-item JSON batches
+   (blood pressure panels, glucose, heart rate, SpO2, weight; one item in 250 critical, so
+   alerts are raised and stored) from 4 connections, spread over 64 patients. Baseline: a raw
+   psycopg `COPY ... FROM STDIN (FORMAT BINARY)` of exactly the rows the API stored, into a
+   copy of the readings table with the same indexes and constraints.
+3. Single readings: the same route, one reading per request, 16 connections; p50/p99 latency.
+   Goals (issue 6): >= 20,000 readings/s in batches, >= 2,000 single readings/s with p99 < 25 ms.
+4. Trend query: rows generated with `INSERT ... SELECT FROM generate_series` (secondary indexes
+   dropped during the load and rebuilt, foreign-key triggers skipped, then VACUUM ANALYZE),
+   up to --trend-rows or until --trend-budget seconds are spent (the count reached is printed);
+   then `store.trend_points` (one patient, one metric, 90 days) for random patients, against a
+   primary-key lookup of one reading in the same session. Goal: p99 < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import io
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from jaejin.accounts.service import create_client
+from jaejin.core.database import build_engine, session_factory, session_scope
+from jaejin.core.migrate import upgrade
+from jaejin.directory.store import Institution, Patient
+from jaejin.monitoring.readings import Metric
+from jaejin.monitoring.store import CarePlanRow, ReadingRow, trend_points
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+SECRET_KEY = "bench-monitoring-secret-key-long-enough-for-hs256-0123456789"
+PATIENTS = 64
+BATCH_ITEMS = 1000
+BATCH_CONNECTIONS = 4
+CONCURRENCY = 16
+CRITICAL_EVERY = 250
+BASELINE_PATH = "/api/v1/institutions"
+GOAL_BATCH_PER_SECOND = 20_000
+GOAL_SINGLE_PER_SECOND = 2_000
+GOAL_SINGLE_P99_MS = 25.0
+GOAL_TREND_P99_MS = 20.0
+TREND_READINGS_PER_PATIENT = 5_000
+TREND_PATIENTS_PER_CHUNK = 200
+TREND_QUERIES = 400
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# -- database --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def bench_database() -> Iterator[str]:
+    server = make_url(os.environ.get("JAEJIN_BENCH_POSTGRES_URL", DEFAULT_SERVER))
+    server = server.set(drivername="postgresql+psycopg")
+    name = f"jaejin_bench_ingest_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass(frozen=True)
+class World:
+    url: str
+    credentials: tuple[str, str]
+    institution_id: int
+    patient_ids: list[int]
+
+
+def prepare(url: str) -> World:
+    """Migrate; an institution, 64 patients (half with a care plan) and a system client."""
+    upgrade(url)
+    engine = build_engine(url)
+    with session_scope(engine) as db:
+        institution = Institution(code="BENCH", name_ko="벤치 의원", name_en="Bench Clinic",
+                                  kind="clinic", region="KR-11", designations=[])
+        db.add(institution)
+        db.flush()
+        patients = [_patient(institution.id, f"BENCH-{index}") for index in range(PATIENTS)]
+        db.add_all(patients)
+        db.flush()
+        for patient in patients[::2]:
+            db.add(CarePlanRow(patient_id=patient.id, institution_id=institution.id,
+                               template="hypertension", overrides={"high_risk": True},
+                               created_by="user:0"))
+        client, secret = create_client(db, institution, "bench-gateway",
+                                       ["monitoring.write", "monitoring.read"])
+        world = World(url, (client.client_id, secret), institution.id,
+                      [patient.id for patient in patients])
+    engine.dispose()
+    return world
+
+
+def _patient(institution_id: int, mrn: str) -> Patient:
+    return Patient(
+        institution_id=institution_id, mrn=mrn, family_name_native="김",
+        given_name_native="환자", family_name_latin="Kim", given_name_latin="Patient",
+        birth_date=datetime(1960, 1, 1, tzinfo=UTC).date(), sex="female", nationality="KR",
+        residence_country="KR", current_country="KR", languages=["ko"],
+        preferred_language="ko", time_zone="Asia/Seoul", flags=[],
+    )
+
+
+# -- server ----------------------------------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found.extend(_descendants(int(child)))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (Linux /proc)."""
+    total = 0
+    try:
+        for process in _descendants(pid):
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    port: int
+    pid: int
+
+
+@contextlib.contextmanager
+def serve(url: str, workers: int) -> Iterator[Server]:
+    port = free_port()
+    environment = os.environ | {
+        "JAEJIN_DATABASE_URL": url,
+        "JAEJIN_SECRET_KEY": SECRET_KEY,
+        "JAEJIN_ENVIRONMENT": "development",
+        "JAEJIN_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    environment.pop("JAEJIN_REDIS_URL", None)
+    process = subprocess.Popen([
+        sys.executable, "-m", "uvicorn", "jaejin.asgi:app", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
+        "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ], env=environment)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {process.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not answer /healthz within 90 s")
+            time.sleep(0.2)
+        yield Server(port, process.pid)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def access_token(port: int, credentials: tuple[str, str]) -> str:
+    basic = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+    response = httpx.post(f"http://127.0.0.1:{port}/oauth2/token",
+                          data={"grant_type": "client_credentials"},
+                          headers={"Authorization": f"Basic {basic}"}, timeout=10)
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+def http_request(method: str, path: str, token: str, body: bytes | None = None) -> bytes:
+    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Accept: application/json\r\n")
+    if body is None:
+        return (head + "\r\n").encode()
+    return (head + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+class BadResponse(RuntimeError):
+    pass
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    if length is None:
+        raise BadResponse("response without Content-Length")
+    return status, await reader.readexactly(length)
+
+
+@dataclass
+class Round:
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    load_cpu_seconds: float
+    server_cpu_seconds: float
+    bodies: list[bytes]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+async def run_load(port: int, requests: list[bytes], *, concurrency: int,
+                   seconds: float | None, server_pid: int, keep_bodies: bool = False) -> Round:
+    """Send `requests` over `concurrency` keep-alive connections, each request once, until all
+    are sent or `seconds` have passed; every answer must be 200."""
+    latencies: list[float] = []
+    answers: list[bytes] = []
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    next_index = 0
+    stop_at = float("inf")
+
+    async def client(index: int) -> int:
+        nonlocal next_index
+        reader, writer = connections[index]
+        done = 0
+        while next_index < len(requests) and time.perf_counter() < stop_at:
+            payload = requests[next_index]
+            next_index += 1
+            started = time.perf_counter()
+            writer.write(payload)
+            status, body = await _read_response(reader)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                raise BadResponse(f"status {status}: {body[:300]!r}")
+            if keep_bodies:
+                answers.append(body)
+            done += 1
+        return done
+
+    cpu_before = time.process_time()
+    server_before = cpu_seconds(server_pid)
+    started = time.perf_counter()
+    if seconds is not None:
+        stop_at = started + seconds
+    counts = await asyncio.gather(*(client(index) for index in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    load_cpu = time.process_time() - cpu_before
+    server_cpu = cpu_seconds(server_pid) - server_before
+    for _reader, writer in connections:
+        writer.close()
+    return Round(sum(counts), elapsed, latencies, load_cpu, server_cpu, answers)
+
+
+# -- payloads --------------------------------------------------------------------------------
+
+
+def _item(serial: int, moment: datetime, critical: bool) -> dict[str, Any]:
+    kind = serial % 5
+    base: dict[str, Any] = {"idempotency_key": f"bench-{serial}",
+                            "effective_at": moment.isoformat(), "device": "bench-device"}
+    if kind == 0:
+        systolic = 190 if critical else 110 + serial % 40
+        return {**base, "metric": "blood_pressure", "systolic": systolic,
+                "diastolic": 70 + serial % 20, "unit": "mmHg"}
+    if kind == 1:
+        return {**base, "metric": "glucose", "value": 45 if critical else 90 + serial % 90,
+                "unit": "mg/dL"}
+    if kind == 2:
+        return {**base, "metric": "heart_rate", "value": 55 + serial % 40, "unit": "bpm"}
+    if kind == 3:
+        return {**base, "metric": "spo2", "value": 94 + serial % 6, "unit": "%"}
+    return {**base, "metric": "body_weight", "value": 60 + serial % 30 / 10, "unit": "kg"}
+
+
+def batch_requests(world: World, token: str, batches: int) -> tuple[list[bytes], int]:
+    """`batches` bodies of 1,000 items, each for one patient, in recent hours; and the number
+    of readings they hold."""
+    now = datetime.now(UTC)
+    requests = []
+    readings = 0
+    serial = 0
+    for batch in range(batches):
+        patient_id = world.patient_ids[batch % len(world.patient_ids)]
+        items = []
+        for position in range(BATCH_ITEMS):
+            moment = now - timedelta(hours=20, seconds=batch * BATCH_ITEMS + position)
+            items.append(_item(serial, moment, serial % CRITICAL_EVERY == 0))
+            readings += 2 if serial % 5 == 0 else 1
+            serial += 1
+        path = f"/api/v1/monitoring/patients/{patient_id}/readings"
+        requests.append(http_request("POST", path, token, orjson.dumps({"readings": items})))
+    return requests, readings
+
+
+def single_requests(world: World, token: str, count: int, offset: int) -> list[bytes]:
+    now = datetime.now(UTC)
+    requests = []
+    for index in range(count):
+        serial = offset + index
+        patient_id = world.patient_ids[serial % len(world.patient_ids)]
+        item = {"idempotency_key": f"single-{serial}", "metric": "heart_rate",
+                "value": 55 + serial % 40, "unit": "bpm",
+                "effective_at": (now - timedelta(hours=2, milliseconds=serial)).isoformat()}
+        path = f"/api/v1/monitoring/patients/{patient_id}/readings"
+        requests.append(http_request("POST", path, token, orjson.dumps({"readings": [item]})))
+    return requests
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    rate: float
+    rates: list[float]
+    p50: float
+    p99: float
+    load_cpu_share: float
+    server_cpu_us: float
+
+
+def summarise(rounds: list[Round], per: int = 1) -> Summary:
+    rates = [round_.rate * per for round_ in rounds]
+    median = sorted(rounds, key=lambda round_: round_.rate)[len(rounds) // 2]
+    return Summary(statistics.median(rates), rates, percentile(median.latencies_ms, 0.5),
+                   percentile(median.latencies_ms, 0.99),
+                   median.load_cpu_seconds / median.seconds,
+                   median.server_cpu_seconds / (median.requests * per) * 1e6)
+
+
+def _line(label: str, figures: Summary, unit: str) -> str:
+    spread = f"{min(figures.rates):,.0f}-{max(figures.rates):,.0f}"
+    return (f"    {label:<44} {figures.rate:>9,.0f} {unit}/s ({spread})  p50 {figures.p50:7.2f} ms"
+            f"  p99 {figures.p99:7.2f} ms  server CPU {figures.server_cpu_us:6.0f} us/{unit}"
+            f"  load generator {figures.load_cpu_share:.0%} of a core")
+
+
+def _verdict(met: bool) -> str:
+    return "meets" if met else "MISSES"
+
+
+COPY_COLUMNS = ("patient_id", "institution_id", "metric", "loinc", "value", "unit",
+                "effective_at", "effective_offset_minutes", "source_device", "received_at",
+                "channel", "panel_id", "fingerprint", "idempotency_key", "attachment_ref")
+
+
+def raw_copy_rate(url: str) -> tuple[float, int]:
+    """Readings/s of a binary COPY of the rows the API stored, into a table like it."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    columns = ", ".join(COPY_COLUMNS)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS bench_copy_readings")
+        connection.execute("CREATE TABLE bench_copy_readings (LIKE monitoring_readings "
+                           "INCLUDING ALL)")
+        buffer = io.BytesIO()
+        with connection.cursor() as cursor, cursor.copy(
+            f"COPY (SELECT {columns} FROM monitoring_readings WHERE channel = 'json') "  # noqa: S608
+            "TO STDOUT (FORMAT BINARY)"
+        ) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+        rows = connection.execute(
+            "SELECT count(*) FROM monitoring_readings WHERE channel = 'json'"
+        ).fetchone()
+        count = int(rows[0]) if rows else 0
+        data = buffer.getvalue()
+        started = time.perf_counter()
+        with connection.transaction(), connection.cursor() as cursor, cursor.copy(
+            f"COPY bench_copy_readings ({columns}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            for offset in range(0, len(data), 1 << 20):
+                copy.write(data[offset:offset + (1 << 20)])
+        elapsed = time.perf_counter() - started
+        connection.execute("DROP TABLE bench_copy_readings")
+    return count / elapsed, count
+
+
+def measure_batches(world: World, server: Server, token: str, batches: int) -> None:
+    requests, readings = batch_requests(world, token, batches)
+    warm, timed = requests[:8], requests[8:]
+    asyncio.run(run_load(server.port, warm, concurrency=BATCH_CONNECTIONS, seconds=None,
+                         server_pid=server.pid))
+    timed_readings = readings - readings * len(warm) // len(requests)
+    result = asyncio.run(run_load(server.port, timed, concurrency=BATCH_CONNECTIONS,
+                                  seconds=None, server_pid=server.pid, keep_bodies=True))
+    created = alerts = 0
+    for body in result.bodies:
+        answer = orjson.loads(body)
+        created += answer["counts"]["readings_created"]
+        alerts += answer["counts"]["alerts"]
+    if created != timed_readings:
+        raise BadResponse(f"stored {created} readings of {timed_readings} sent")
+    rate = created / result.seconds
+    copy_rate, copied = raw_copy_rate(world.url)
+    print(f"\n  batch ingest: {len(timed)} batches of {BATCH_ITEMS} items ({created:,} readings,"
+          f" {alerts} alert signals folded), {BATCH_CONNECTIONS} connections")
+    print(f"    {'POST .../readings (batches of 1,000)':<44} {rate:>9,.0f} readings/s"
+          f"  p50 {percentile(result.latencies_ms, 0.5):7.1f} ms/batch"
+          f"  p99 {percentile(result.latencies_ms, 0.99):7.1f} ms/batch"
+          f"  server CPU {result.server_cpu_seconds / created * 1e6:5.0f} us/reading"
+          f"  load generator {result.load_cpu_seconds / result.seconds:.0%} of a core")
+    print(f"    {'baseline: raw binary COPY of the same rows':<44} {copy_rate:>9,.0f} readings/s"
+          f"  ({copied:,} rows)")
+    print(f"    API / COPY: {rate / copy_rate:.2f}x;  goal {GOAL_BATCH_PER_SECOND:,}/s: "
+          f"{_verdict(rate >= GOAL_BATCH_PER_SECOND)} ({rate / GOAL_BATCH_PER_SECOND:.2f}x)")
+
+
+def measure_singles(world: World, server: Server, token: str, seconds: float,
+                    rounds: int) -> None:
+    trivial = [http_request("GET", BASELINE_PATH, token)] * 2_000_000
+    offset = 0
+    single_rounds: list[Round] = []
+    baseline_rounds: list[Round] = []
+    warm = single_requests(world, token, 2000, offset)
+    offset += len(warm)
+    asyncio.run(run_load(server.port, warm, concurrency=CONCURRENCY, seconds=2.0,
+                         server_pid=server.pid))
+    asyncio.run(run_load(server.port, trivial, concurrency=CONCURRENCY, seconds=2.0,
+                         server_pid=server.pid))
+    for _ in range(rounds):
+        requests = single_requests(world, token, int(seconds * 5000), offset)
+        offset += len(requests)
+        single_rounds.append(asyncio.run(run_load(server.port, requests,
+                                                  concurrency=CONCURRENCY, seconds=seconds,
+                                                  server_pid=server.pid)))
+        baseline_rounds.append(asyncio.run(run_load(server.port, trivial,
+                                                    concurrency=CONCURRENCY, seconds=seconds,
+                                                    server_pid=server.pid)))
+    singles = summarise(single_rounds)
+    baseline = summarise(baseline_rounds)
+    print(f"\n  single readings: {CONCURRENCY} connections, {rounds} x {seconds:g} s rounds "
+          "(median round)")
+    print(_line(f"baseline GET {BASELINE_PATH}", baseline, "request"))
+    print(_line("POST .../readings (one reading)", singles, "reading"))
+    print(f"    single / baseline: {singles.rate / baseline.rate:.2f}x;  goal "
+          f"{GOAL_SINGLE_PER_SECOND:,}/s: {_verdict(singles.rate >= GOAL_SINGLE_PER_SECOND)} "
+          f"({singles.rate / GOAL_SINGLE_PER_SECOND:.2f}x);  goal p99 < "
+          f"{GOAL_SINGLE_P99_MS:g} ms: {_verdict(singles.p99 < GOAL_SINGLE_P99_MS)}")
+
+
+# -- trend query -----------------------------------------------------------------------------
+
+_SECONDARY = (
+    ("DROP INDEX IF EXISTS ix_monitoring_readings_trend",
+     "CREATE INDEX ix_monitoring_readings_trend ON monitoring_readings "
+     "(patient_id, metric, effective_at) INCLUDE (value)"),
+    ("ALTER TABLE monitoring_readings DROP CONSTRAINT uq_monitoring_readings_fingerprint",
+     "ALTER TABLE monitoring_readings ADD CONSTRAINT uq_monitoring_readings_fingerprint "
+     "UNIQUE (patient_id, fingerprint)"),
+    ("ALTER TABLE monitoring_readings DROP CONSTRAINT uq_monitoring_readings_idempotency_key",
+     "ALTER TABLE monitoring_readings ADD CONSTRAINT uq_monitoring_readings_idempotency_key "
+     "UNIQUE (patient_id, idempotency_key)"),
+)
+
+_PATIENTS_SQL = """
+INSERT INTO patients (institution_id, mrn, family_name_native, given_name_native,
+  family_name_latin, given_name_latin, birth_date, sex, nationality, residence_country,
+  current_country, languages, preferred_language, time_zone, nhi_covered, flags,
+  photo_on_file, created_at, updated_at)
+SELECT %(institution)s, 'TREND-' || n, '김', '환자', 'Kim', 'Patient', DATE '1960-01-01',
+  'female', 'KR', 'KR', 'KR', '["ko"]', 'ko', 'Asia/Seoul', true, '[]', false, now(), now()
+FROM generate_series(%(first)s::integer, %(last)s::integer) AS n
+RETURNING id
+"""
+
+#: Five readings a day per patient over 1,000 days: systolic, diastolic, heart rate, glucose.
+_READINGS_SQL = """
+INSERT INTO monitoring_readings (patient_id, institution_id, metric, loinc, value, unit,
+  effective_at, effective_offset_minutes, source_device, received_at, channel, panel_id,
+  fingerprint, idempotency_key, attachment_ref)
+SELECT p.id, %(institution)s,
+  (ARRAY['systolic','diastolic','heart_rate','glucose','systolic'])[g %% 5 + 1],
+  (ARRAY['8480-6','8462-4','8867-4','2339-0','8480-6'])[g %% 5 + 1],
+  (ARRAY[125,80,70,110,130])[g %% 5 + 1] + (g * 7 + p.id) %% 20,
+  (ARRAY['mm[Hg]','mm[Hg]','/min','mg/dL','mm[Hg]'])[g %% 5 + 1],
+  %(end)s - g * interval '288 minutes', 540, 'generated', %(end)s, 'generated', NULL,
+  sha256(int8send(p.id::bigint * 1000000 + g)), NULL, NULL
+FROM unnest(%(patients)s::integer[]) AS p(id), generate_series(0, %(per_patient)s - 1) AS g
+"""
+
+
+def generate_trend_rows(url: str, institution_id: int, target: int,
+                        budget: float) -> tuple[list[int], float, float]:
+    """Load up to `target` readings within `budget` seconds; their patients, load and index
+    seconds."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    end = datetime.now(UTC)
+    patients: list[int] = []
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        for drop, _create in _SECONDARY:
+            connection.execute(drop)
+        # The patients exist; per-row foreign-key triggers would double the load time.
+        connection.execute("SET session_replication_role = replica")
+        first = 0
+        while (len(patients) * TREND_READINGS_PER_PATIENT < target
+               and time.perf_counter() - started < budget):
+            count = min(TREND_PATIENTS_PER_CHUNK,
+                        -(-(target - len(patients) * TREND_READINGS_PER_PATIENT)
+                          // TREND_READINGS_PER_PATIENT))
+            rows = connection.execute(_PATIENTS_SQL, {"institution": institution_id,
+                                                      "first": first,
+                                                      "last": first + count - 1}).fetchall()
+            chunk = [int(row[0]) for row in rows]
+            first += count
+            connection.execute(_READINGS_SQL, {"institution": institution_id, "end": end,
+                                               "patients": chunk,
+                                               "per_patient": TREND_READINGS_PER_PATIENT})
+            patients.extend(chunk)
+            loaded = len(patients) * TREND_READINGS_PER_PATIENT
+            print(f"    ... {loaded:,} rows generated "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+        connection.execute("SET session_replication_role = DEFAULT")
+        load_seconds = time.perf_counter() - started
+        indexed = time.perf_counter()
+        connection.execute("SET maintenance_work_mem = '512MB'")
+        for _drop, create in _SECONDARY:
+            connection.execute(create)
+        connection.execute("VACUUM ANALYZE monitoring_readings")
+        index_seconds = time.perf_counter() - indexed
+    return patients, load_seconds, index_seconds
+
+
+def measure_trend(world: World, target: int, budget: float) -> None:
+    print(f"\n  trend query: generating up to {target:,} readings "
+          f"(budget {budget:.0f} s) ...", flush=True)
+    patients, load_seconds, index_seconds = generate_trend_rows(
+        world.url, world.institution_id, target, budget)
+    engine = build_engine(world.url)
+    rng = random.Random(7)
+    with session_factory(engine)() as db:
+        total = int(db.execute(text("SELECT count(*) FROM monitoring_readings")).scalar_one())
+        ids = [int(one) for one in db.execute(text(
+            "SELECT id FROM monitoring_readings TABLESAMPLE SYSTEM (0.1) LIMIT 2000")).scalars()]
+        now = datetime.now(UTC)
+        since = now - timedelta(days=90)
+        plan = db.execute(text(
+            "EXPLAIN SELECT effective_at, value FROM monitoring_readings WHERE patient_id = :p "
+            "AND metric = 'systolic' AND effective_at >= :s AND effective_at < :u "
+            "ORDER BY effective_at"), {"p": patients[0], "s": since, "u": now}).scalars().all()
+        trend_ms: list[float] = []
+        lookup_ms: list[float] = []
+        points = 0
+        for _ in range(TREND_QUERIES):
+            patient_id = rng.choice(patients)
+            started = time.perf_counter()
+            found = trend_points(db, patient_id, Metric.SYSTOLIC, since, now)
+            trend_ms.append((time.perf_counter() - started) * 1000)
+            points += len(found)
+            started = time.perf_counter()
+            db.get(ReadingRow, rng.choice(ids))
+            lookup_ms.append((time.perf_counter() - started) * 1000)
+            db.expunge_all()
+            db.rollback()
+    engine.dispose()
+    p99 = percentile(trend_ms, 0.99)
+    baseline_p99 = percentile(lookup_ms, 0.99)
+    print(f"    {total:,} readings stored ({len(patients):,} patients x "
+          f"{TREND_READINGS_PER_PATIENT:,}, plus the ingest runs); generated in "
+          f"{load_seconds:.0f} s, indexes and VACUUM ANALYZE {index_seconds:.0f} s")
+    print(f"    plan: {' / '.join(line.strip() for line in plan[:2])}")
+    print(f"    {'trend_points (90 days, one metric)':<44} p50 {percentile(trend_ms, 0.5):6.2f} ms"
+          f"  p99 {p99:6.2f} ms  ({points / TREND_QUERIES:.0f} points per query)")
+    print(f"    {'baseline: primary-key lookup of a reading':<44} p50 "
+          f"{percentile(lookup_ms, 0.5):6.2f} ms  p99 {baseline_p99:6.2f} ms")
+    print(f"    trend / lookup p99: {p99 / baseline_p99:.1f}x;  goal p99 < "
+          f"{GOAL_TREND_P99_MS:g} ms: {_verdict(p99 < GOAL_TREND_P99_MS)}"
+          + ("" if total >= 10_000_000 else f"  (with {total:,} rows, not 10,000,000)"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=200, help="1,000-item batches to send")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of a single round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--trend-rows", type=int, default=10_000_000)
+    parser.add_argument("--trend-budget", type=float, default=900.0, help="seconds")
+    arguments = parser.parse_args()
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    with bench_database() as url:
+        world = prepare(url)
+        load = os.getloadavg()[0]
+        print(f"monitoring ingest over HTTP on PostgreSQL: uvicorn --workers {arguments.workers},"
+              f" {os.cpu_count()} CPUs shared by server, database and load generator "
+              f"(load average {load:.1f} at start)")
+        with serve(url, arguments.workers) as server:
+            token = access_token(server.port, world.credentials)
+            measure_singles(world, server, token, arguments.seconds, arguments.rounds)
+            measure_batches(world, server, token, arguments.batches)
+        measure_trend(world, arguments.trend_rows, arguments.trend_budget)
+
+
+if __name__ == "__main__":
+    main()

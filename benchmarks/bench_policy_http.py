@@ -196,8 +196,9 @@ def access_token(port: int, credentials: tuple[str, str]) -> str:
 
 
 def encoded_requests(method: str, path: str, token: str, bodies: list[bytes] | None) -> list[bytes]:
+    # Accept-Encoding as common HTTP clients send it: larger answers come back gzipped.
     head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-            "Accept: application/json\r\n")
+            "Accept: application/json\r\nAccept-Encoding: gzip, deflate\r\n")
     if bodies is None:
         return [(head + "\r\n").encode()]
     return [
@@ -385,14 +386,16 @@ def main() -> None:
         with_directory = database == "postgresql" or arguments.directory_on_sqlite
         print(f"policy API over HTTP: {CONCURRENCY} concurrent keep-alive clients, {database}, "
               f"{os.cpu_count()} CPUs shared by server and load generator, "
-              f"{arguments.rounds} x {arguments.seconds:g} s rounds (median round shown)")
+              f"{arguments.rounds} x {arguments.seconds:g} s rounds (median round shown); "
+              f"load average at start {os.getloadavg()[0]:.1f}")
         paths = {label: f"{method} {path}" for label, method, path in
                  (DECISIONS, BASELINE, DIRECTORY)}
         for workers in arguments.workers:
             summaries, outcomes = measure(url, credentials, workers, arguments.seconds,
                                           arguments.rounds, with_directory)
             mix = ", ".join(f"{count} {kind}" for kind, count in sorted(outcomes.items()))
-            print(f"\n  uvicorn workers={workers}   (mix of {sum(outcomes.values())}: {mix})")
+            print(f"\n  uvicorn workers={workers}   (mix of {sum(outcomes.values())}: {mix}; "
+                  f"load average {os.getloadavg()[0]:.1f})")
             for summary in summaries:
                 print(_line(summary, paths[summary.label]))
             decisions, baseline, *directory = summaries

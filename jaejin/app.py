@@ -28,6 +28,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 #: Modules exposing `router`, in the order they are mounted. A capability adds itself here.
 ROUTER_MODULES: tuple[str, ...] = (
+    # First: routes are matched in mount order, and the policy API serves other systems at
+    # thousands of calls a second (its paths overlap no other module's).
+    "jaejin.policy.api",
     "jaejin.accounts.oauth",
     "jaejin.accounts.pages",
     "jaejin.directory.api",
@@ -36,7 +39,6 @@ ROUTER_MODULES: tuple[str, ...] = (
     "jaejin.fhir.api",
     "jaejin.monitoring.pages",
     "jaejin.web.audit_pages",
-    "jaejin.policy.api",
     "jaejin.visits.pages",
     "jaejin.scheduling.api",
 )

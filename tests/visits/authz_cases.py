@@ -13,13 +13,15 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
 from jaejin.core.accounts import Role
 from jaejin.core.database import utcnow
 from jaejin.core.security import new_token, token_digest
 from jaejin.directory.store import Interpreter
 from jaejin.scheduling.public_holidays import KOREAN_PUBLIC_HOLIDAYS
 from jaejin.scheduling.schemas import AvailabilityIn
-from jaejin.scheduling.store import OwnerKind, save_availability
+from jaejin.scheduling.store import OwnerKind, get_availability_row, save_availability
 from jaejin.visits.lifecycle import VisitState
 from jaejin.visits.store import GuestLink, VisitAttachment, VisitNote
 from tests.authz import EVERYONE, Caller, RouteCase, WebSocketCase, World
@@ -44,7 +46,7 @@ def setup(world: World) -> None:
     consent), a visit with a live guest link, and the practitioner's hours for booking."""
     actors = world.actors
     with world.session() as db:
-        interpreters = {key: add_interpreter(db, actors, key) for key in ("a", "b")}
+        interpreters = {key: _interpreter_of(db, world, key) for key in ("a", "b")}
         main = make_visit(db, actors, "a", state=VisitState.WAITING_ROOM, consent=True,
                           interpreter=interpreters["a"])
         attachment = VisitAttachment(
@@ -62,16 +64,26 @@ def setup(world: World) -> None:
         db.add(GuestLink(visit_id=guest_visit.id, local_physician_id=physician.id,
                          token_hash=token_digest(token), language="ja",
                          expires_at=utcnow() + timedelta(days=1)))
-        open_hours = AvailabilityIn.model_validate({"weekly": [
-            {"weekday": day, "start": "08:00", "end": "20:00"} for day in range(1, 8)]})
-        save_availability(db, OwnerKind.PRACTITIONER, actors.practitioners["a"].id, actors.a.id,
-                          open_hours, updated_by="matrix")
+        if get_availability_row(db, OwnerKind.PRACTITIONER, actors.practitioners["a"].id,
+                                actors.a.id) is None:
+            open_hours = AvailabilityIn.model_validate({"weekly": [
+                {"weekday": day, "start": "08:00", "end": "20:00"} for day in range(1, 8)]})
+            save_availability(db, OwnerKind.PRACTITIONER, actors.practitioners["a"].id,
+                              actors.a.id, open_hours, updated_by="matrix")
         db.flush()
         world.extra["visits"] = {
             "main": main.id, "appointment": main.appointment_id, "attachment": attachment.id,
             "guest_visit": guest_visit.id, "guest_token": token,
             "interpreter_a": interpreters["a"].id,
         }
+
+
+def _interpreter_of(db: Any, world: World, key: str) -> Interpreter:
+    """The matrix's interpreter person's Interpreter row (another set-up may have made it)."""
+    user_id = world.actors.person(key, Role.INTERPRETER).user.id
+    existing = db.execute(select(Interpreter).where(Interpreter.user_id == user_id)
+                          ).scalars().first()
+    return existing or add_interpreter(db, world.actors, key)
 
 
 def _fresh(state: VisitState, *, with_interpreter: bool = True, **options: Any) -> Any:
@@ -120,11 +132,13 @@ def _markers(world: World) -> list[str]:
     return [PATIENT_A_MRN]
 
 
-def _next_free_morning() -> str:
-    day = utcnow().astimezone(SEOUL).date() + timedelta(days=3)
+def _free_follow_up_slot() -> str:
+    """A quarter-hour two days ahead, late in the afternoon: inside the practitioner's hours
+    (ours, or the scheduling set-up's 09:00-18:00) and before any slot that set-up books."""
+    day = utcnow().astimezone(SEOUL).date() + timedelta(days=2)
     while day in KOREAN_PUBLIC_HOLIDAYS:
         day += timedelta(days=1)
-    return datetime.combine(day, time(10, 0), SEOUL).isoformat()
+    return datetime.combine(day, time(17, 30), SEOUL).isoformat()
 
 
 def _upload(world: World, caller: Caller, case: RouteCase) -> Any:
@@ -223,7 +237,7 @@ CASES: list[RouteCase | WebSocketCase] = [
     RouteCase("POST", "/api/v1/visits/{visit_id}/next-appointment", CLINICIAN,
               path_params=_fresh(VisitState.WRAP_UP, with_interpreter=False, consent=True,
                                  identity=True),
-              json=lambda world, caller: {"start": _next_free_morning(), "mode": "video"},
+              json=lambda world, caller: {"start": _free_follow_up_slot(), "mode": "video"},
               own_institution_check=True),
     RouteCase("POST", "/api/v1/visits/{visit_id}/guest-links",
               frozenset({Role.CLINICIAN, Role.COORDINATOR}),

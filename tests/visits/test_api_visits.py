@@ -358,7 +358,7 @@ def test_no_show_and_cancel_reach_the_appointment(client: Any, db: Session, cast
 
 def test_the_next_appointment_is_booked_from_the_note(
         client: Any, db: Session, cast: Cast) -> None:
-    from tests.visits.authz_cases import _next_free_morning
+    from tests.visits.authz_cases import _free_follow_up_slot
 
     save_availability(db, OwnerKind.PRACTITIONER, cast.actors.practitioners["a"].id,
                       cast.actors.a.id, AvailabilityIn.model_validate({"weekly": [
@@ -369,7 +369,7 @@ def test_the_next_appointment_is_booked_from_the_note(
     db.commit()
 
     response = client.post(f"/api/v1/visits/{visit.id}/next-appointment",
-                           json={"start": _next_free_morning(), "mode": "video"},
+                           json={"start": _free_follow_up_slot(), "mode": "video"},
                            headers=as_(db, cast, "a", Role.CLINICIAN))
 
     assert response.status_code == 201, response.text

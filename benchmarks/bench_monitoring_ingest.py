@@ -18,6 +18,9 @@ HTTP/1.1 keep-alive client on asyncio streams (httpx would spend more CPU than t
    psycopg `COPY ... FROM STDIN (FORMAT BINARY)` of exactly the rows the API stored, into a
    copy of the readings table with the same indexes and constraints.
 3. Single readings: the same route, one reading per request, 16 connections; p50/p99 latency.
+   A second reference: audited commits/s with nothing else in them (16 threads, no HTTP), the
+   ceiling the platform's hash-chained audit log (one head row, locked until commit) sets for
+   any route that writes one audit entry per request.
    Goals (issue 6): >= 20,000 readings/s in batches, >= 2,000 single readings/s with p99 < 25 ms.
 4. Trend query: rows generated with `INSERT ... SELECT FROM generate_series` (secondary indexes
    dropped during the load and rebuilt, foreign-key triggers skipped, then VACUUM ANALYZE),
@@ -39,6 +42,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,6 +58,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from jaejin.accounts.service import create_client
+from jaejin.core.audit import AuditActor, AuditEvent, record
 from jaejin.core.database import build_engine, session_factory, session_scope
 from jaejin.core.migrate import upgrade
 from jaejin.directory.store import Institution, Patient
@@ -467,6 +472,35 @@ def measure_batches(world: World, server: Server, token: str, batches: int) -> N
           f"{_verdict(rate >= GOAL_BATCH_PER_SECOND)} ({rate / GOAL_BATCH_PER_SECOND:.2f}x)")
 
 
+def audit_ceiling(world: World, seconds: float, threads: int = CONCURRENCY) -> float:
+    """Audited commits per second with nothing else in the transaction, no HTTP.
+
+    Every audited write appends to one hash chain whose head row it locks until commit: this is
+    the most any route writing one audit entry per request can reach on this machine.
+    """
+    engine = build_engine(world.url, pool_size=threads)
+    counts = [0] * threads
+    stop_at = time.perf_counter() + seconds
+
+    def work(index: int) -> None:
+        while time.perf_counter() < stop_at:
+            with session_scope(engine) as db:
+                record(db, AuditActor("client", "0", "bench"),
+                       AuditEvent("create", "monitoring_reading", None, world.patient_ids[0],
+                                  world.institution_id, detail={"created": 1}))
+            counts[index] += 1
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=work, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return sum(counts) / elapsed
+
+
 def measure_singles(world: World, server: Server, token: str, seconds: float,
                     rounds: int) -> None:
     trivial = [http_request("GET", BASELINE_PATH, token)] * 2_000_000
@@ -494,6 +528,10 @@ def measure_singles(world: World, server: Server, token: str, seconds: float,
           "(median round)")
     print(_line(f"baseline GET {BASELINE_PATH}", baseline, "request"))
     print(_line("POST .../readings (one reading)", singles, "reading"))
+    ceiling = audit_ceiling(world, seconds)
+    print(f"    {'ceiling: audit entry + commit alone, no HTTP':<44} {ceiling:>9,.0f} commit/s"
+          "   (one hash chain, its head row locked until commit)")
+    print(f"    single / ceiling: {singles.rate / ceiling:.2f}x")
     print(f"    single / baseline: {singles.rate / baseline.rate:.2f}x;  goal "
           f"{GOAL_SINGLE_PER_SECOND:,}/s: {_verdict(singles.rate >= GOAL_SINGLE_PER_SECOND)} "
           f"({singles.rate / GOAL_SINGLE_PER_SECOND:.2f}x);  goal p99 < "

@@ -59,8 +59,11 @@ from jaejin.policy.errors import RequestError
 from jaejin.policy.records import decide_for_visit
 from jaejin.policy.vocabulary import Code
 from jaejin.scheduling import appointments as appointment_lifecycle
+from jaejin.scheduling.appointments import AppointmentStatus
 from jaejin.scheduling.display import zone_label
 from jaejin.scheduling.errors import SchedulingError
+from jaejin.scheduling.model import VisitMode
+from jaejin.scheduling.service import BookingRequest, book, cancel, record_outcome
 from jaejin.scheduling.store import Appointment
 from jaejin.scheduling.zones import local_day_start
 from jaejin.visits import store
@@ -870,9 +873,6 @@ def mark_no_show(db: Session, context: VisitContext, actor: Actor, settings: Set
     _require_role(db, context, actor, "update", staff=OUTCOME_STAFF)
     _move(db, context, actor, VisitEvent.MARK_NO_SHOW)
     context.visit.no_show_at = now
-    from jaejin.scheduling.appointments import AppointmentStatus
-    from jaejin.scheduling.service import record_outcome
-
     assert actor.principal is not None
     if context.appointment.is_active:
         record_outcome(db, actor.principal, context.appointment, AppointmentStatus.NO_SHOW,
@@ -886,8 +886,6 @@ def cancel_visit(db: Session, context: VisitContext, actor: Actor, settings: Set
     _require_role(db, context, actor, "update", staff=OUTCOME_STAFF)
     _move(db, context, actor, VisitEvent.CANCEL)
     context.visit.cancelled_at = now
-    from jaejin.scheduling.service import cancel
-
     assert actor.principal is not None
     if context.appointment.is_active:
         cancel(db, actor.principal, context.appointment, by_staff=True, reason=reason,
@@ -967,9 +965,6 @@ def book_next_appointment(db: Session, context: VisitContext, actor: Actor, *,
     """Book the follow-up from the note, through the scheduling service (its rules, the policy
     for a video follow-up, the double-booking guard), and link it to the note."""
     _require_note_writer(db, context, actor)
-    from jaejin.scheduling.model import VisitMode
-    from jaejin.scheduling.service import BookingRequest, book
-
     assert actor.principal is not None
     note = store.note_of(db, context.visit.id)
     if note is None:

@@ -34,10 +34,23 @@ AUDITORS = frozenset({Role.AUDITOR, Role.INSTITUTION_ADMIN})
 AUDIT_MARKER = "matrix-audit-marker-of-a"
 
 
+#: In-person visits each institution had in the last 30 days, like any working clinic: other
+#: capabilities' cases book and hold video visits, and that must not push an institution over
+#: the telemedicine share cap in whatever order the cases run (or are split between workers).
+IN_PERSON_HISTORY = 40
+
+
 def setup(world: World) -> None:
-    """Records of institution A the cases point at, beyond those of tests.support.Actors."""
+    """Records of institution A the cases point at, beyond those of tests.support.Actors, and a
+    month of in-person visits at both institutions."""
     actors = world.actors
+    now = datetime.now(UTC)
     with world.session() as db:
+        for key, institution in (("a", actors.a), ("b", actors.b)):
+            db.add_all(Encounter(institution_id=institution.id,
+                                 patient_id=actors.patients[key].id, mode="in_person",
+                                 kind="visit", started_at=now - timedelta(days=29, hours=-day * 17),
+                                 conditions=["I10"]) for day in range(IN_PERSON_HISTORY))
         uninvited = make_patient(db, actors.a, "MRN-A-UNINVITED")
         physician = LocalPhysician(institution_id=actors.a.id,
                                    patient_id=actors.patients["a"].id, name="Dr Marker of A",
@@ -47,7 +60,9 @@ def setup(world: World) -> None:
                           granted_at=datetime.now(UTC))
         db.add_all([physician, consent])
         db.flush()
-        encounter = db.query(Encounter).filter_by(patient_id=actors.patients["a"].id).one()
+        encounter = db.query(Encounter).filter_by(patient_id=actors.patients["a"].id).order_by(
+            Encounter.started_at).first()
+        assert encounter is not None
         record(db, AuditActor("user", "0", AUDIT_MARKER),
                AuditEvent("read", "patient", str(actors.patients["a"].id),
                           actors.patients["a"].id, actors.a.id))

@@ -45,7 +45,6 @@ from jaejin.policy.packs import (
     NightHours,
     OverseasPack,
     Pack,
-    PackRegistry,
     Param,
 )
 from jaejin.policy.records import (
@@ -319,10 +318,6 @@ def share_chart(db: Session, institution: Institution, cap: Param[Any] | None,
 # -- /policy -----------------------------------------------------------------------------------
 
 
-def _registry() -> PackRegistry:
-    return policy_registry()
-
-
 @router.get("/policy", response_class=HTMLResponse)
 def policy_overview(
     request: Request,
@@ -330,7 +325,7 @@ def policy_overview(
     db: DbSession,
     day: Annotated[date | None, Query(description="A Korean calendar day, YYYY-MM-DD.")] = None,
 ) -> Response:
-    registry = _registry()
+    registry = policy_registry()
     language = request_language(request)
     now = utcnow()
     today = now.astimezone(KST).date()
@@ -612,7 +607,7 @@ def _judge(request: Request, principal: Principal, db: Session, raw: dict[str, A
             prescriptions=[line.model_dump() for line in proposal.prescriptions],
             documents=[kind.value for kind in proposal.documents], lang=language,
         )
-        decision = evaluate(facts, _registry())
+        decision = evaluate(facts, policy_registry())
     except (ValidationError, RequestError) as error:
         # The patient's records (not the form) contradict the rules' vocabulary: say which.
         problem = bad_request_problem(error)

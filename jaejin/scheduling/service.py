@@ -593,30 +593,44 @@ class BookingRequest:
     tri_party: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What an appointment tried to hold: enough to explain a clash after the savepoint that
+    wrote it has been rolled back (which also restores the appointment's old values)."""
+
+    keys: dict[str, str]
+    start: datetime
+    until: datetime
+    language: str | None
+
+    @classmethod
+    def of(cls, appointment: Appointment) -> Attempt:
+        keys = {
+            "practitioner": resource_key(ResourceKind.PRACTITIONER, appointment.practitioner_id),
+            "patient": resource_key(ResourceKind.PATIENT, appointment.patient_id),
+        }
+        if appointment.interpreter_id is not None:
+            keys["interpreter"] = resource_key(ResourceKind.INTERPRETER,
+                                               appointment.interpreter_id)
+        return cls(keys, appointment.start_at, appointment.occupied_until,
+                   appointment.interpreter_language)
+
+
 def _conflict(
-    db: Session, error: IntegrityError, appointment: Appointment, schedule: Schedule,
+    db: Session, error: IntegrityError, attempt: Attempt, schedule: Schedule,
     patient: Patient, *, now: datetime, lang: str, range_zone: ZoneInfo,
     excluding: int | None = None,
 ) -> Problem:
-    """Rolls back, then says who was taken and what is free instead."""
+    """Who was taken and what is free instead (the attempt's savepoint is already undone)."""
     if OCCUPANCY_CONSTRAINT not in str(error.orig):
         raise error
-    keys = {
-        "practitioner": resource_key(ResourceKind.PRACTITIONER, appointment.practitioner_id),
-        "patient": resource_key(ResourceKind.PATIENT, appointment.patient_id),
-    }
-    if appointment.interpreter_id is not None:
-        keys["interpreter"] = resource_key(ResourceKind.INTERPRETER, appointment.interpreter_id)
-    start, until = appointment.start_at, appointment.occupied_until
-    language = appointment.interpreter_language
-    db.rollback()
-    taken = {name for name, key in keys.items()
-             if holders_of(db, [key], start, until) - {excluding}}
-    alternatives = next_free(db, schedule, start, now=now, interpreter_language=language,
-                             patient=patient, excluding=excluding)
+    taken = {name for name, key in attempt.keys.items()
+             if holders_of(db, [key], attempt.start, attempt.until) - {excluding}}
+    alternatives = next_free(db, schedule, attempt.start, now=now,
+                             interpreter_language=attempt.language, patient=patient,
+                             excluding=excluding)
     extra = {"next_free_slots": [slot_json(slot, schedule.zone, range_zone)
                                  for slot in alternatives]}
-    db.rollback()
     if "practitioner" in taken or not taken:
         error_ = SchedulingError(ErrorCode.SLOT_TAKEN, N_("This time has just been taken."),
                                  field="start")
@@ -747,12 +761,15 @@ def book(db: Session, principal: Principal, request: BookingRequest, *, settings
         policy_pack=decision.pack if decision else None,
         policy_decision=decision.model_dump(mode="json") if decision else None,
     )
-    db.add(appointment)
+    attempt = Attempt.of(appointment)
     try:
-        db.flush()
-        claim_occupancy(db, appointment)
+        # In a savepoint: a clash undoes this attempt only, and the 409 can still read.
+        with db.begin_nested():
+            db.add(appointment)
+            db.flush()
+            claim_occupancy(db, appointment)
     except IntegrityError as error:
-        raise _conflict(db, error, appointment, schedule, patient, now=now, lang=lang,
+        raise _conflict(db, error, attempt, schedule, patient, now=now, lang=lang,
                         range_zone=patient_zone) from None
     notifications.queue_for_change(db, appointment, notifications.Change.BOOKED,
                                    settings=settings, now=now)
@@ -832,20 +849,23 @@ def reschedule(db: Session, principal: Principal, appointment: Appointment, new_
     moved = lifecycle.reschedule(appointment.state(), slot.start, slot.end, now=now,
                                  cutoff=cutoff_of(institution), by_staff=by_staff)
     former_interpreter = appointment.interpreter_id
-    release_occupancy(db, appointment.id)
-    appointment.start_at, appointment.end_at = moved.start, moved.end
-    appointment.occupied_until = slot.occupied_until
-    appointment.status, appointment.sequence = moved.status.value, moved.sequence
-    appointment.interpreter_id = interpreter_id
-    appointment.updated_at = now
-    if decision is not None:
-        appointment.policy_pack = decision.pack
-        appointment.policy_decision = decision.model_dump(mode="json")
+    db.flush()
     try:
-        db.flush()
-        claim_occupancy(db, appointment)
+        with db.begin_nested():
+            release_occupancy(db, appointment.id)
+            appointment.start_at, appointment.end_at = moved.start, moved.end
+            appointment.occupied_until = slot.occupied_until
+            appointment.status, appointment.sequence = moved.status.value, moved.sequence
+            appointment.interpreter_id = interpreter_id
+            appointment.updated_at = now
+            if decision is not None:
+                appointment.policy_pack = decision.pack
+                appointment.policy_decision = decision.model_dump(mode="json")
+            attempt = Attempt.of(appointment)
+            db.flush()
+            claim_occupancy(db, appointment)
     except IntegrityError as error:
-        raise _conflict(db, error, appointment, schedule, patient, now=now, lang=lang,
+        raise _conflict(db, error, attempt, schedule, patient, now=now, lang=lang,
                         range_zone=patient_zone, excluding=appointment.id) from None
     notifications.queue_for_change(db, appointment, notifications.Change.RESCHEDULED,
                                    settings=settings, now=now,
@@ -944,17 +964,18 @@ def assign_interpreter(db: Session, principal: Principal, appointment: Appointme
                 ErrorCode.INTERPRETER_UNAVAILABLE, N_("No interpreter is free at this time."),
                 field="interpreter_id"), lang)
         appointment.interpreter_language = wanted_language
-    release_occupancy(db, appointment.id)
-    appointment.interpreter_id = interpreter_id
-    appointment.sequence += 1
-    appointment.updated_at = now
+    db.flush()
     try:
-        db.flush()
-        claim_occupancy(db, appointment)
+        with db.begin_nested():
+            release_occupancy(db, appointment.id)
+            appointment.interpreter_id = interpreter_id
+            appointment.sequence += 1
+            appointment.updated_at = now
+            db.flush()
+            claim_occupancy(db, appointment)
     except IntegrityError as error:
         if OCCUPANCY_CONSTRAINT not in str(error.orig):
             raise
-        db.rollback()
         raise scheduling_problem(SchedulingError(
             ErrorCode.INTERPRETER_UNAVAILABLE, N_("No interpreter is free at this time."),
             field="interpreter_id"), lang) from None

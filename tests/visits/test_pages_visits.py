@@ -8,9 +8,10 @@ import hashlib
 import io
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from html import unescape
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from PIL import Image
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from jaejin.core.accounts import Role, User
 from jaejin.core.database import utcnow
 from jaejin.core.i18n import translate
 from jaejin.monitoring.store import ReadingRow
+from jaejin.scheduling.store import Appointment
 from jaejin.visits.lifecycle import VisitState
 from jaejin.visits.store import VisitAttachment
 from jaejin.visits.turn import turn_credential
@@ -45,6 +47,13 @@ def speaks_korean(db: Session, cast: Cast, key: str, role: Role) -> None:
     assert user is not None
     user.language = "ko"
     db.commit()
+
+
+def visit_start(db: Session, visit: Any) -> datetime:
+    appointment = db.get(Appointment, visit.appointment_id)
+    assert appointment is not None
+    db.commit()
+    return appointment.start_at
 
 
 def png() -> bytes:
@@ -150,7 +159,9 @@ def test_the_clinicians_queue_shows_each_visit_with_its_decision_language_and_in
     visit = make_visit(db, cast.actors, "a", interpreter=cast.interpreters["a"])
     db.commit()
 
-    page = client.get("/visits/today", headers=as_(db, cast, "a", Role.CLINICIAN))
+    day = visit_start(db, visit).astimezone(ZoneInfo("Asia/Seoul")).date()  # the doctor's zone
+    page = client.get("/visits/today", params={"day": day.isoformat()},
+                      headers=as_(db, cast, "a", Role.CLINICIAN))
 
     assert page.status_code == 200
     row = page.text.split(f'data-visit-id="{visit.id}"', 1)[1].split("</tr>", 1)[0]

@@ -22,7 +22,7 @@ from jaejin.visits.signalling import InProcessBroker, ParticipantRole, RedisBrok
 from .conftest import REDIS_TEST_URL
 from .harness import PAGE_TEXTS, VisitServer
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

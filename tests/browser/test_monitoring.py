@@ -17,10 +17,11 @@ from jaejin.monitoring.readings import Metric
 from tests.browser.conftest import PHONE, ContextFactory
 from tests.browser.helpers import low_contrast_text, sign_in, unlabelled_controls
 from tests.live_server import LiveServer
-from tests.monitoring.test_workflow_builders import (
+from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fixture
     add_plan,
     blood_pressure,
     cgm,
+    cheap_password_hashing,
     now_utc,
     reading,
     store_readings,

@@ -18,11 +18,12 @@ from jaejin.monitoring.careplans import PlanTemplate
 from jaejin.monitoring.jobs import run_jobs
 from jaejin.monitoring.readings import Metric
 from jaejin.monitoring.store import AlertRow, CarePlanRow, EscalationPolicyRow
-from tests.monitoring.test_workflow_builders import (
+from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fixture
     add_plan,
     alerts_of,
     blood_pressure,
     cgm,
+    cheap_password_hashing,
     now_utc,
     raise_alert,
     reading,

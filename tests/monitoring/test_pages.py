@@ -19,11 +19,12 @@ from jaejin.core.database import session_factory
 from jaejin.monitoring.careplans import PlanTemplate
 from jaejin.monitoring.readings import Metric
 from jaejin.monitoring.store import CarePlanRow, EscalationPolicyRow, ReadingRow
-from tests.monitoring.test_workflow_builders import (
+from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fixture
     add_plan,
     alerts_of,
     blood_pressure,
     cgm,
+    cheap_password_hashing,
     now_utc,
     raise_alert,
     reading,

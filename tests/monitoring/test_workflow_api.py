@@ -11,10 +11,11 @@ from jaejin.core.audit import AuditEntry
 from jaejin.core.database import session_factory
 from jaejin.monitoring.careplans import PlanTemplate
 from jaejin.monitoring.store import CarePlanRow
-from tests.monitoring.test_workflow_builders import (
+from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fixture
     add_plan,
     alerts_of,
     blood_pressure,
+    cheap_password_hashing,
     now_utc,
     raise_alert,
     store_readings,

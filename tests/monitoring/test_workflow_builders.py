@@ -3,11 +3,12 @@ and alerts put in the database the way the application does it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -25,8 +26,17 @@ from jaejin.monitoring.readings import (
     Reading,
 )
 from jaejin.monitoring.store import AlertRow, CarePlanRow, ReadingChannel
+from tests.core.helpers import fast_password_hashing
 
 SEOUL = ZoneInfo("Asia/Seoul")
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Import into a test module: its people get cheap argon2 parameters (production
+    parameters are tested with the accounts)."""
+    with fast_password_hashing():
+        yield
 
 
 def now_utc() -> datetime:

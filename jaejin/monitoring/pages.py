@@ -43,6 +43,7 @@ from jaejin.monitoring.alerts import AlertState, Severity
 from jaejin.monitoring.api import audit_ingest
 from jaejin.monitoring.careplans import (
     CarePlan,
+    CarePlanError,
     CarePlanOverrides,
     PlanTemplate,
     template_plan,
@@ -564,47 +565,81 @@ def patient_page(request: Request, patient_id: int, principal: Staff,
     return render(request, "monitoring/patient.html", principal, **context)
 
 
-def _overrides_from_form(form: Any, template: PlanTemplate) -> tuple[dict[str, Any], list[str]]:
-    """Overrides that differ from the template's defaults, and fields that were not numbers."""
-    base = _plan_form_values(template_plan(template))
+def _number(raw: object) -> float | None:
+    try:
+        value = float(str(raw).strip().replace(",", "."))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def plan_overrides(plan: CarePlan) -> dict[str, Any]:
+    """The overrides that turn the plan's template into `plan` (what is stored)."""
+    template = template_plan(plan.template)
     overrides: dict[str, Any] = {}
+    for flag in ("high_risk", "uses_cgm"):
+        if getattr(plan, flag) != getattr(template, flag):
+            overrides[flag] = getattr(plan, flag)
+    # Against the plan the flags alone give: "high risk" moves the target to 130/80, so a
+    # high-risk plan that keeps 140/90 must say so.
+    base = _plan_form_values(template.with_overrides(dict(overrides)) if overrides else template)
+    mine = _plan_form_values(plan)
+    for name in PLAN_FORM_THRESHOLDS:
+        if mine[name] != base[name]:
+            overrides[name] = mine[name]
+    for field in ("expected_every_hours", "missing_after_days"):
+        changed = {metric: value for metric, value in mine[field].items()
+                   if base[field].get(metric) != value}
+        if changed:
+            overrides[field] = changed
+    return overrides
+
+
+def _changes_from_form(form: Any, shown: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """What the clinician changed in the form against what it showed, and fields that were
+    not numbers. Frequencies are shown to 3 significant digits (0.0833 h is the CGM's 5
+    minutes): a value sent back as shown is no change."""
+    changes: dict[str, Any] = {}
     invalid: list[str] = []
+    for flag in ("high_risk", "uses_cgm"):
+        chosen = form.get(flag) == "on"
+        if chosen != shown[flag]:
+            changes[flag] = chosen
     for name in PLAN_FORM_THRESHOLDS:
         raw = form.get(name)
         if raw is None or str(raw).strip() == "":
             continue
-        try:
-            value = float(str(raw).replace(",", "."))
-        except ValueError:
+        value = _number(raw)
+        if value is None:
             invalid.append(name)
-            continue
-        if not math.isfinite(value):
-            invalid.append(name)
-        elif not math.isclose(value, base[name]):
-            overrides[name] = value
-    for flag in ("high_risk", "uses_cgm"):
-        chosen = form.get(flag) == "on"
-        if chosen != base[flag]:
-            overrides[flag] = chosen
-    for field, unit in (("expected_every_hours", "hours"), ("missing_after_days", "days")):
+        elif not math.isclose(value, shown[name], rel_tol=1e-9):
+            changes[name] = value
+    for field in ("expected_every_hours", "missing_after_days"):
         changed: dict[str, float] = {}
-        for metric, default in base[field].items():
+        for metric, before in shown[field].items():
             raw = form.get(f"{field}.{metric}")
             if raw is None or str(raw).strip() == "":
                 continue
-            try:
-                value = float(str(raw).replace(",", "."))
-            except ValueError:
+            value = _number(raw)
+            if value is None:
                 invalid.append(f"{field}.{metric}")
-                continue
-            # The form shows 3 significant digits (0.0833 h is the CGM's 5 minutes): a value
-            # sent back unchanged must not become an override.
-            if not math.isclose(value, default, rel_tol=1e-3):
+            elif not math.isclose(value, before, rel_tol=1e-3):
                 changed[metric] = value
         if changed:
-            overrides[field] = changed
-        del unit
-    return overrides, invalid
+            changes[field] = changed
+    return changes, invalid
+
+
+def plan_from_form(form: Any, template: PlanTemplate,
+                   current: CarePlan | None) -> tuple[CarePlan | None, list[str]]:
+    """The plan a submitted form asks for: the current plan (or, for another template, that
+    template's defaults) with what the clinician changed. Raises `CarePlanError`."""
+    start = current if current is not None and current.template is template else (
+        template_plan(template))
+    changes, invalid = _changes_from_form(form, _plan_form_values(start))
+    if invalid:
+        return None, invalid
+    return start.with_overrides(changes), []
 
 
 @page_router.post("/monitoring/patients/{patient_id}/care-plan", response_class=HTMLResponse)
@@ -619,15 +654,22 @@ async def patient_care_plan(request: Request, patient_id: int, principal: Clinic
         except ValueError:
             return _plan_form_error(request, principal, db, patient, [
                 translate(request_language(request), "Choose a care-plan template.")])
-        overrides, invalid = _overrides_from_form(form, template)
+        row = active_plan_row(db, patient.id)
+        try:
+            plan, invalid = plan_from_form(form, template,
+                                           plan_from_row(row) if row is not None else None)
+        except CarePlanError as error:
+            return _plan_form_error(request, principal, db, patient, [
+                problem.message(request_language(request)) for problem in error.problems])
         if invalid:
             return _plan_form_error(request, principal, db, patient, [
                 translate(request_language(request), "{field} must be a number.",
                           field=translate(request_language(request),
                                           PLAN_FORM_LABELS.get(name, name)))
                 for name in invalid])
+        assert plan is not None
         try:
-            validated = CarePlanOverrides.model_validate(overrides)
+            validated = CarePlanOverrides.model_validate(plan_overrides(plan))
             set_care_plan(db, principal, patient, template, validated)
         except Problem as problem:
             db.rollback()

@@ -106,6 +106,13 @@ WAITING_MESSAGES: dict[str, str] = {
     VisitState.NO_SHOW: N_("This visit was marked as missed."),
     VisitState.CANCELLED: N_("This visit was cancelled."),
 }
+#: What the clinician is told instead, where it differs.
+CLINICIAN_MESSAGES: dict[str, str] = {
+    VisitState.SCHEDULED: N_("Waiting for the patient to check in and consent."),
+    VisitState.CHECKED_IN: N_("Waiting for the patient to check in and consent."),
+    VisitState.WAITING_ROOM: N_("The patient has checked in and consented: verify their "
+                                "identity on video, then start the visit."),
+}
 
 navigation.register("/visits/today", N_("Video visits"),
                     N_("Today's video visits: each one's telemedicine decision, language and "
@@ -194,7 +201,8 @@ def _common(viewer: Viewer, language: str) -> dict[str, Any]:
         "csrf_token": viewer.csrf_token, "role_labels": ROLE_LABELS,
         "state_labels": STATE_LABELS, "decision_labels": DECISION_LABELS,
         "identity_labels": IDENTITY_LABELS, "mode_labels": MODE_LABELS,
-        "waiting_message": WAITING_MESSAGES[context.state],
+        "waiting_message": CLINICIAN_MESSAGES.get(context.state, WAITING_MESSAGES[context.state])
+        if viewer.actor.role is ParticipantRole.CLINICIAN else WAITING_MESSAGES[context.state],
     }
 
 
@@ -224,7 +232,7 @@ def today(request: Request, principal: Clinician, db: DbSession,
     db.commit()
     return render(request, "visits/today.html", principal, entries=entries, day=chosen,
                   zone=zone, state_labels=STATE_LABELS, decision_labels=DECISION_LABELS,
-                  role_labels=ROLE_LABELS,
+                  role_labels=ROLE_LABELS, language_name=_language_name,
                   start_label=lambda entry: zone_label(entry.context.appointment.start_at,
                                                        zone, principal.language,
                                                        date_style="none"))

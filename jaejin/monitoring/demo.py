@@ -59,7 +59,7 @@ class _Readings:
     def _reading(self, metric: Metric, value: float, at: datetime, *, loinc: str | None = None,
                  panel_id: str | None = None) -> Reading:
         return Reading(
-            patient_ref=str(self.patient.id), metric=metric, value=round(value, 1),
+            patient_ref=str(self.patient.id), metric=metric, value=round(float(value), 1),
             unit=CANONICAL_UNITS[metric], loinc=loinc or METRIC_SPECS[metric].primary_loinc,
             effective_at=at.astimezone(self.zone), source_device=self.device,
             received_at=at + timedelta(seconds=self.rng.randint(20, 300)), panel_id=panel_id,

@@ -57,7 +57,8 @@ def add_plan(db: Session, patient: Patient, template: PlanTemplate,
 def reading(patient: Patient, metric: Metric, value: float, at: datetime, *,
             loinc: str | None = None, panel_id: str | None = None) -> Reading:
     return Reading(
-        patient_ref=str(patient.id), metric=metric, value=value, unit=CANONICAL_UNITS[metric],
+        patient_ref=str(patient.id), metric=metric, value=float(value),
+        unit=CANONICAL_UNITS[metric],
         loinc=loinc or METRIC_SPECS[metric].primary_loinc, effective_at=at.astimezone(SEOUL),
         source_device="test-device", received_at=at + timedelta(minutes=1), panel_id=panel_id,
     )

@@ -82,8 +82,8 @@ EVALUATE_EVERY: Final = timedelta(hours=1)
 #: An alert without a new signal for this long is cleared when the rules allow it.
 QUIET_PERIOD: Final = DEFAULT_QUIET_PERIOD
 #: Rows claimed per transaction; a run stops after `MAX_BATCHES` so one poll stays short.
-BATCH_SIZE: Final = 25
-MAX_BATCHES: Final = 40
+BATCH_SIZE: Final = 10
+MAX_BATCHES: Final = 100
 
 SYSTEM_ACTOR: Final = AuditActor.system("monitoring-scheduler")
 

@@ -37,7 +37,8 @@
   };
 
   const source = new EventSource(list.dataset.source);
-  source.addEventListener("open", () => say("live"));
+  // Whatever happened while the stream was not yet (or no longer) open is fetched at once.
+  source.addEventListener("open", () => { say("live"); schedule(); });
   source.addEventListener("triage", schedule);
   source.addEventListener("error", () => say("reconnecting"));
   // A refused step (someone else resolved the alert first) still shows the fresh list and why.

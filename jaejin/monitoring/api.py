@@ -31,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 
 from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditActor, AuditEvent, record
@@ -194,12 +194,6 @@ async def _principal_off_the_event_loop(request: Request, db: DbSession) -> Prin
 CallingPrincipal = Annotated[Principal, Depends(_principal_off_the_event_loop)]
 
 
-async def _whole_form(request: Request) -> FormData:
-    return await request.form(max_files=1, max_fields=10)
-
-
-#: A multipart form, received (files spooled to disk) before the principal is resolved.
-UploadForm = Annotated[FormData, Depends(_whole_form)]
 
 
 def unreadable(error: UnreadableInputError) -> Problem:
@@ -453,15 +447,16 @@ def _upload_kind(requested: str | None, filename: str, head: bytes) -> str:
 async def upload_readings_file(
     patient_id: int,
     request: Request,
-    form: UploadForm,
     principal: CallingPrincipal,
     db: DbSession,
     background: BackgroundTasks,
 ) -> Response:
     language = principal.language
+    # Who may upload is settled before the file is received; receiving and copying a large
+    # file takes a while, so no transaction (no SQLite lock, no pooled connection) meanwhile.
     await run_in_threadpool(authorised_patient, db, principal, patient_id, Access.WRITE)
-    # Copying a large file takes a while: no transaction (and no SQLite lock) meanwhile.
     await run_in_threadpool(db.rollback)
+    form = await request.form(max_files=1, max_fields=10)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise Problem(422, "FILE_REQUIRED",
@@ -689,3 +684,30 @@ async def nightscout_patient_entries(url_token: str, request: Request, raw: RawB
                                      db: DbSession,
                                      api_secret: ApiSecretHeader = None) -> Response:
     return await _nightscout_entries(request, raw, db, api_secret, url_token)
+
+
+def _nightscout_status() -> Response:
+    """What Nightscout's `status.json` tells an uploader checking its connection: no data of
+    any patient, only that the API is there and speaks mg/dL."""
+    return json_response({
+        "status": "ok",
+        "name": "Jaejin",
+        # Uploaders pick the API they speak by the server's version: this is the Nightscout
+        # release whose v1 `entries` and `status` behaviour these routes follow.
+        "version": "14.2.6",
+        "serverTime": utcnow().isoformat(),
+        "serverTimeEpoch": int(utcnow().timestamp() * 1000),
+        "apiEnabled": True,
+        "careportalEnabled": False,
+        "settings": {"units": "mg/dl", "enable": []},
+    })
+
+
+@router.get("/api/v1/status.json", summary="Nightscout uploaders: is the API there")
+def nightscout_status() -> Response:
+    return _nightscout_status()
+
+
+@router.get(NIGHTSCOUT_PATH + "/api/v1/status.json", include_in_schema=False)
+def nightscout_patient_status(url_token: str) -> Response:
+    return _nightscout_status()

@@ -159,3 +159,10 @@ def test_managing_the_secret_of_another_institutions_patient_is_not_found(client
     url = f"/api/v1/monitoring/patients/{actors.patients['a'].id}/nightscout"
     assert client.post(url, headers=headers).status_code == 404
     assert client.get(url, headers=headers).status_code == 404
+
+
+def test_an_uploader_checking_the_connection_gets_a_nightscout_status(client):
+    for url in ("/api/v1/status.json", "/nightscout/whatever/api/v1/status.json"):
+        status = client.get(url)
+        assert status.status_code == 200
+        assert status.json()["status"] == "ok" and status.json()["apiEnabled"] is True

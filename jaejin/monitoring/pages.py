@@ -77,7 +77,6 @@ from jaejin.monitoring.workflow_api import (
     STATE_LABELS,
     TEMPLATE_LABELS,
     AlertAction,
-    TriageEntry,
     actor_names,
     alert_explanation,
     alert_from_row,
@@ -309,7 +308,7 @@ def build_charts(readings: Sequence[Reading], plan: CarePlan, zone: ZoneInfo, la
     return ChartSet(blood_pressure, weight, agp, tir, tir_figures)
 
 
-def _chart_readings(db: Session, patient: Patient, plan: CarePlan, now: datetime) -> list[Reading]:
+def _chart_readings(db: Session, patient: Patient, now: datetime) -> list[Reading]:
     return readings_between(db, patient.id, now - CHART_PERIOD, now + timedelta(minutes=5))
 
 
@@ -337,15 +336,11 @@ def _triage_context(db: Session, principal: Principal, request: Request) -> dict
         "can_respond": bool(principal.roles & set(RESPONDERS)),
         "is_clinician": Role.CLINICIAN in principal.roles,
         "me": principal.user_id, "zone": _zone(principal.time_zone),
-        "snooze_choices": SNOOZE_CHOICES_MINUTES, "triage_alert_rows": _triage_alert_rows,
+        "snooze_choices": SNOOZE_CHOICES_MINUTES,
         "explanation": lambda row: alert_explanation(row, language),
         "alert_state": lambda row: alert_from_row(row).state_at(now).value,
         **_label_helpers(language),
     }
-
-
-def _triage_alert_rows(entry: TriageEntry) -> Sequence[AlertRow]:
-    return entry.alert_rows
 
 
 @page_router.get("/monitoring/triage", response_class=HTMLResponse)
@@ -431,9 +426,10 @@ def alert_step(
     if not _is_htmx(request):
         return RedirectResponse(_safe_next(next_page, "/monitoring/triage"), status_code=303)
     if next_page and next_page.startswith("/monitoring/patients/"):
-        patient_id = int(next_page.rsplit("/", 1)[-1]) if next_page.rsplit(
-            "/", 1)[-1].isdigit() else 0
-        return _patient_alerts_fragment(request, principal, db, patient_id, notice, status_code)
+        # Taken from the patient's page: answer with that page's alert list.
+        row = workflow_api.load_alert(db, principal, alert_id, STAFF)
+        return _patient_alerts_fragment(request, principal, db, row.patient_id, notice,
+                                        status_code)
     context = _triage_context(db, principal, request)
     return render(request, "monitoring/_triage_list.html", principal, notice=notice,
                   status_code=status_code, **context)
@@ -488,7 +484,7 @@ def _patient_page_context(db: Session, principal: Principal, patient: Patient,
     plan_row = active_plan_row(db, patient.id)
     plan = plan_from_row(plan_row)
     zone = _zone(patient.time_zone)
-    readings = _chart_readings(db, patient, plan, now)
+    readings = _chart_readings(db, patient, now)
     charts = build_charts(readings, plan, zone, language, now)
     alert_rows = sorted(
         db.execute(
@@ -504,10 +500,7 @@ def _patient_page_context(db: Session, principal: Principal, patient: Patient,
         "readings": recent_lines(readings, zone, language), "alert_rows": alert_rows,
         "zone": zone, "now": now,
         "institution": db.get(Institution, patient.institution_id),
-        "templates": list(PlanTemplate), "template_plans": {
-            template.value: _plan_form_values(template_plan(template))
-            for template in PlanTemplate
-        },
+        "templates": list(PlanTemplate),
         "form": _plan_form_values(plan), "threshold_fields": PLAN_FORM_THRESHOLDS,
         "threshold_labels": PLAN_FORM_LABELS,
         "can_plan": principal.can_act_for(patient.institution_id, Role.CLINICIAN),
@@ -519,7 +512,6 @@ def _patient_page_context(db: Session, principal: Principal, patient: Patient,
         "snooze_choices": SNOOZE_CHOICES_MINUTES,
         "explanation": lambda row: alert_explanation(row, language),
         "alert_state": lambda row: alert_from_row(row).state_at(now).value,
-        "metrics": list(Metric),
         **_label_helpers(language),
     }
 
@@ -751,7 +743,7 @@ def _own_page_context(db: Session, principal: Principal, patient: Patient,
     plan_row = active_plan_row(db, patient.id)
     plan = plan_from_row(plan_row)
     zone = _zone(patient.time_zone)
-    readings = _chart_readings(db, patient, plan, now)
+    readings = _chart_readings(db, patient, now)
     uploads = list(db.execute(
         select(UploadRow).where(UploadRow.patient_id == patient.id)
         .order_by(UploadRow.created_at.desc()).limit(5)

@@ -406,3 +406,18 @@ def test_another_institutions_events_never_reach_the_stream(app, client, actors,
                                                           now_utc()))
     _received, data = found.get(timeout=15)
     assert f'"patient_id":{actors.patients["b"].id}' in data
+
+
+def test_a_step_from_the_patients_page_answers_with_that_patients_alerts(client, actors, db):
+    patient = actors.patients["a"]
+    row = raise_alert(db, patient, blood_pressure(patient, 188, 114, now_utc()))
+    csrf = sign_in(client, actors.person("a", Role.CLINICIAN))
+    page = client.get(f"/monitoring/patients/{patient.id}")
+    assert 'hx-target="#patient-alerts"' in page.text
+    response = client.post(f"/monitoring/alerts/{row.id}/acknowledge",
+                           headers={"HX-Request": "true"},
+                           data={"csrf_token": csrf, "expected_status": "open",
+                                 "next": f"/monitoring/patients/{patient.id}"})
+    assert response.status_code == 200
+    assert 'class="alert-list"' in response.text and 'class="triage"' not in response.text
+    assert f'data-alert-id="{row.id}" data-state="acknowledged"' in response.text

@@ -210,6 +210,9 @@ async def _check_csrf(request: Request, principal: Principal) -> None:
 
 async def optional_principal(request: Request, db: DbSession) -> Principal | None:
     principal = resolve_principal(request, db)
+    # End the read transaction now: on SQLite every transaction holds the write lock, and an
+    # async route must not keep it while it awaits something else.
+    db.commit()
     if principal is not None:
         await _check_csrf(request, principal)
     return principal

@@ -6,7 +6,8 @@
 The module's `router` also carries the policy pages (`jaejin.policy.pages`), so the capability
 is mounted by one entry in `jaejin.app.ROUTER_MODULES`.
 
-Any authenticated user, or a system client with the scope `policy.evaluate`. The packs are
+Any authenticated user, or a system client with the scope `policy.evaluate` (a client's
+verified token is trusted for up to 10 s without a database look-up). The packs are
 loaded when this module is imported (that is, when the application is built), so a malformed
 pack stops the service at start instead of being discovered by the first request.
 
@@ -166,6 +167,7 @@ Evaluator = Annotated[Principal, Depends(policy_caller)]
 
 JSON_MEDIA_TYPE = "application/json"
 
+
 def _answer_in_requested_language(request: Request, payload: object) -> None:
     """Errors are written in the request's `lang` when it names a supported language."""
     if isinstance(payload, dict):
@@ -216,6 +218,10 @@ _REQUEST_BODY = {
     openapi_extra=_REQUEST_BODY,
 )
 async def evaluate_visit(request: Request, principal: Evaluator) -> Response:
+    """The decision for the visit described in the body: `allowed`, `conditional` or `denied`,
+    with the pack that decided, each reason and its source, what is still outstanding, a verdict
+    per prescription and document, and what is allowed instead. An auditor replays a past visit
+    by sending it with its original `at`."""
     # Stateless: the body carries every fact and nothing is read from or written to the
     # patient records, so no audit entry is needed (the records-backed path audits in pages).
     body = await request.body()

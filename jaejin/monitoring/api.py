@@ -10,7 +10,13 @@ Routes (all answers JSON; errors are problem details with a stable `code`):
   reports its progress, `GET .../patients/{patient_id}/uploads` lists the recent ones;
 * `POST|GET|DELETE /api/v1/monitoring/patients/{patient_id}/nightscout`: the patient's
   Nightscout API secret and uploader URL;
-* `POST /api/v1/entries` (and `/nightscout/{url_token}/api/v1/entries`): Nightscout uploaders.
+* `POST /api/v1/entries` (and `/nightscout/{url_token}/api/v1/entries`): Nightscout uploaders,
+  who prove themselves with the patient's API secret in the `api-secret` header (which also
+  names the patient at the bare `/api/v1/entries`); `GET .../api/v1/status.json` for uploaders
+  checking the connection.
+
+Files above the application's body limit (10 MB by default) need `BODY_LIMIT_OVERRIDES` given
+to `core.errors.BodySizeLimit(overrides=...)` where the application is built.
 
 Who may: the patient themself, clinicians and coordinators of the patient's institution, and
 system clients of that institution with `monitoring.write` (writes) or `monitoring.read` (reads,

@@ -4,16 +4,26 @@ uploaders send it, and the per-patient base URL."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditEntry
 from jaejin.core.database import session_factory
 from jaejin.monitoring.store import AlertRow, ReadingRow
+from tests.core.helpers import fast_password_hashing
 from tests.support import bearer, client_token, problem, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """People of `actors` sign in for real, with argon2 parameters cheap enough for tests."""
+    with fast_password_hashing():
+        yield
 
 
 def fetch(db, statement) -> list[Any]:

@@ -3,15 +3,18 @@ with progress, and refused whole when the file is damaged."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import func, select
 
 from jaejin.core.accounts import Role
 from jaejin.core.database import session_factory
 from jaejin.monitoring.store import ReadingRow, UploadRow
+from tests.core.helpers import fast_password_hashing
 from tests.monitoring.fixtures import (
     apple_bp_correlation,
     apple_export_xml,
@@ -19,6 +22,13 @@ from tests.monitoring.fixtures import (
     apple_record,
 )
 from tests.support import bearer, client_token, problem, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """People of `actors` sign in for real, with argon2 parameters cheap enough for tests."""
+    with fast_password_hashing():
+        yield
 
 SEOUL = ZoneInfo("Asia/Seoul")
 

@@ -26,6 +26,14 @@ from sqlalchemy import func, select
 from jaejin.core.config import Settings
 from jaejin.core.database import build_engine, session_factory
 from jaejin.monitoring.store import ReadingRow
+from tests.core.helpers import fast_password_hashing
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """People of `actors` sign in for real, with argon2 parameters cheap enough for tests."""
+    with fast_password_hashing():
+        yield
 
 pytestmark = pytest.mark.xdist_group("durability")
 

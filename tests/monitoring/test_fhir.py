@@ -3,6 +3,7 @@ and OperationOutcome for everything refused."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,15 @@ from sqlalchemy import func, select
 from jaejin.core.accounts import Role
 from jaejin.core.database import session_factory
 from jaejin.monitoring.store import AlertRow, ReadingRow
+from tests.core.helpers import fast_password_hashing
 from tests.support import bearer, client_token, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """People of `actors` sign in for real, with argon2 parameters cheap enough for tests."""
+    with fast_password_hashing():
+        yield
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 FHIR = "application/fhir+json"

@@ -65,16 +65,22 @@ CHANGERS = (Role.PATIENT, *STAFF, Role.SYSTEM_CLIENT)
 HOURS_KEEPERS = (*STAFF, Role.SYSTEM_CLIENT)
 INTERPRETER_HOURS_KEEPERS = (Role.INTERPRETER, *service.COORDINATING_STAFF, Role.SYSTEM_CLIENT)
 
-Searcher = Annotated[Principal, Depends(requires(*SEARCHERS, scope="scheduling.read"))]
-Booker = Annotated[Principal, Depends(requires(*BOOKERS, scope="scheduling.write"))]
-Viewer = Annotated[Principal, Depends(requires(*VIEWERS, scope="scheduling.read"))]
-Changer = Annotated[Principal, Depends(requires(*CHANGERS, scope="scheduling.write"))]
-HoursReader = Annotated[Principal, Depends(requires(*HOURS_KEEPERS, scope="scheduling.read"))]
-HoursKeeper = Annotated[Principal, Depends(requires(*HOURS_KEEPERS, scope="scheduling.write"))]
-InterpreterHoursReader = Annotated[Principal, Depends(requires(
-    *INTERPRETER_HOURS_KEEPERS, scope="scheduling.read"))]
-InterpreterHoursKeeper = Annotated[Principal, Depends(requires(
-    *INTERPRETER_HOURS_KEEPERS, scope="scheduling.write"))]
+
+def access(*roles: Role, scope: str) -> Any:
+    """Who may call a route (`requires`), with the look-up's transaction ended at once."""
+    return Depends(service.released(requires(*roles, scope=scope)))
+
+
+Searcher = Annotated[Principal, access(*SEARCHERS, scope="scheduling.read")]
+Booker = Annotated[Principal, access(*BOOKERS, scope="scheduling.write")]
+Viewer = Annotated[Principal, access(*VIEWERS, scope="scheduling.read")]
+Changer = Annotated[Principal, access(*CHANGERS, scope="scheduling.write")]
+HoursReader = Annotated[Principal, access(*HOURS_KEEPERS, scope="scheduling.read")]
+HoursKeeper = Annotated[Principal, access(*HOURS_KEEPERS, scope="scheduling.write")]
+InterpreterHoursReader = Annotated[Principal, access(*INTERPRETER_HOURS_KEEPERS,
+                                                     scope="scheduling.read")]
+InterpreterHoursKeeper = Annotated[Principal, access(*INTERPRETER_HOURS_KEEPERS,
+                                                     scope="scheduling.write")]
 
 JSON = "application/json"
 
@@ -298,8 +304,7 @@ def search_slots(
                                         detail={"practitioner_id": practitioner_id,
                                                 "found": len(slots)}))
         db.commit()
-    zone = schedule.zone
-    return json_response([service.slot_json(slot, zone, requested_zone) for slot in slots])
+    return Response(service.slots_wire(slots, schedule.zone, requested_zone), media_type=JSON)
 
 
 # --------------------------------------------------------------------------- appointments

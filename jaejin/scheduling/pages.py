@@ -62,10 +62,10 @@ VIEWERS = (Role.PATIENT, *service.VIEWING_STAFF, Role.INTERPRETER)
 COORDINATORS = service.COORDINATING_STAFF
 OWN_SCHEDULE = (Role.CLINICIAN, Role.INTERPRETER)
 
-Booker = Annotated[Principal, Depends(requires(*PATIENTS))]
-Viewer = Annotated[Principal, Depends(requires(*VIEWERS))]
-Coordinator = Annotated[Principal, Depends(requires(*COORDINATORS))]
-OwnScheduleViewer = Annotated[Principal, Depends(requires(*OWN_SCHEDULE))]
+Booker = Annotated[Principal, Depends(service.released(requires(*PATIENTS)))]
+Viewer = Annotated[Principal, Depends(service.released(requires(*VIEWERS)))]
+Coordinator = Annotated[Principal, Depends(service.released(requires(*COORDINATORS)))]
+OwnScheduleViewer = Annotated[Principal, Depends(service.released(requires(*OWN_SCHEDULE)))]
 
 navigation.register("/appointments", N_("Appointments"),
                     N_("Book, move or cancel your follow-up visits, and add them to your "

@@ -23,6 +23,8 @@ from datetime import date, datetime, timedelta
 from typing import Any, ParamSpec
 from zoneinfo import ZoneInfo
 
+import orjson
+from fastapi import Depends
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -31,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditEvent
-from jaejin.core.authn import Principal, audit
+from jaejin.core.authn import Principal, audit, get_db
 from jaejin.core.config import Settings
 from jaejin.core.database import utcnow
 from jaejin.core.errors import FieldError, Problem, not_found
@@ -68,9 +70,9 @@ from jaejin.scheduling.public_holidays import KOREAN_PUBLIC_HOLIDAYS, NO_HOLIDAY
 from jaejin.scheduling.schemas import AvailabilityIn, clock_to_minutes
 from jaejin.scheduling.slots import (
     MAX_SEARCH_DAYS,
-    compute_slots,
     free_windows,
     search_interval,
+    slot_grid,
     validate_booking_start,
     validate_date_range,
 )
@@ -100,7 +102,9 @@ COORDINATING_STAFF: tuple[Role, ...] = (Role.COORDINATOR, Role.INSTITUTION_ADMIN
 #: How many alternatives a 409 offers, and how far ahead it looks for them.
 NEXT_FREE_COUNT = 3
 NEXT_FREE_HORIZON_DAYS = 14
-OCCUPANCY_CONSTRAINT = "uq_appointment_occupancy_block"
+#: How a clash reads in the driver's message: PostgreSQL names the constraint
+#: (uq_appointment_occupancy_block), SQLite the table's columns.
+OCCUPANCY_CONSTRAINT = "appointment_occupancy"
 
 
 # --------------------------------------------------------------------------- transactions
@@ -129,6 +133,23 @@ def ends_transaction(endpoint: Callable[P, Response]) -> Callable[P, Response]:
             db.rollback()
 
     return route
+
+
+def released(dependency: Callable[..., Any]) -> Callable[..., Any]:
+    """An access dependency whose database reads end as soon as the caller is known.
+
+    Who is asking is looked up on the event loop, in the request's session; left open, that
+    transaction would keep a pooled connection (and, on SQLite, the write lock) while the route
+    waits for a worker thread, and simultaneous requests would wait for each other through the
+    loop. Rolling it back here returns both at once.
+    """
+
+    async def principal_released(principal: Principal = Depends(dependency),
+                                 db: Session = Depends(get_db)) -> Principal:
+        db.rollback()
+        return principal
+
+    return principal_released
 
 
 # --------------------------------------------------------------------------- errors
@@ -468,11 +489,7 @@ def find_slots(
     reach = requested.end + schedule.visit_type.step
     busy = practitioner_busy(db, schedule.practitioner.id, requested.start, reach,
                              excluding=excluding)
-    slots = compute_slots(
-        schedule.availability, schedule.zone, schedule.visit_type, schedule.mode,
-        start_date, end_date, busy, KOREAN_PUBLIC_HOLIDAYS, now, None, range_zone=range_zone,
-        max_days=max_days,
-    )
+    slots = free_grid_slots(schedule, requested, now=now, busy=busy)
     if patient is not None and slots:
         own = IntervalSet(patient_busy(db, patient.id, requested.start, reach,
                                        excluding=excluding))
@@ -493,6 +510,58 @@ def find_slots(
     return chosen
 
 
+# Slot grids are pure functions of the hours, the zone, the visit type, the mode and the local
+# date, so each is computed once per process and reused by every search and booking (the
+# hours are part of the key: saving new hours starts new grids). Equivalent to
+# `slots.compute_slots` without interpreter windows (tests/scheduling/test_booking_grids.py).
+_GRID_OWNERS_LIMIT = 1024
+_grids: dict[tuple[Availability, str, str, str], dict[date, tuple[Slot, ...]]] = {}
+
+
+def day_grids(schedule: Schedule) -> dict[date, tuple[Slot, ...]]:
+    """The cached grids of a schedule, by local date of its zone."""
+    key = (schedule.availability, schedule.zone.key, schedule.visit_type.code,
+           schedule.mode.value)
+    grids = _grids.get(key)
+    if grids is None:
+        if len(_grids) >= _GRID_OWNERS_LIMIT:
+            _grids.clear()
+        grids = _grids.setdefault(key, {})
+    return grids
+
+
+def grid_on(schedule: Schedule, day: date, grids: dict[date, tuple[Slot, ...]] | None = None
+            ) -> tuple[Slot, ...]:
+    """Every slot the rules allow on one local date, bookings and the clock aside."""
+    grids = day_grids(schedule) if grids is None else grids
+    found = grids.get(day)
+    if found is None:
+        found = grids[day] = tuple(slot_grid(
+            schedule.availability, schedule.zone, schedule.visit_type, schedule.mode, [day],
+            KOREAN_PUBLIC_HOLIDAYS))
+    return found
+
+
+def free_grid_slots(schedule: Schedule, requested: Interval, *, now: datetime,
+                    busy: Sequence[Interval]) -> list[Slot]:
+    """The grid's slots starting in `requested`, not before `now`, clear of `busy`."""
+    zone = schedule.zone
+    day = requested.start.astimezone(zone).date()
+    last = (requested.end - timedelta(microseconds=1)).astimezone(zone).date()
+    taken = IntervalSet(busy)
+    grids = day_grids(schedule)
+    earliest = max(requested.start, now)
+    found: list[Slot] = []
+    while day <= last:
+        for slot in grid_on(schedule, day, grids):
+            if earliest <= slot.start < requested.end and not (
+                    taken and taken.overlaps(slot.start, slot.occupied_until)):
+                found.append(slot)
+        day += timedelta(days=1)
+    found.sort(key=lambda slot: slot.start)
+    return found
+
+
 def next_free(db: Session, schedule: Schedule, after: datetime, *, now: datetime,
               interpreter_language: str | None, patient: Patient | None,
               excluding: int | None = None) -> list[Slot]:
@@ -502,6 +571,27 @@ def next_free(db: Session, schedule: Schedule, after: datetime, *, now: datetime
                        schedule.zone, now=now, interpreter_language=interpreter_language,
                        patient=patient, excluding=excluding)
     return [slot for slot in found if slot.start >= after][:NEXT_FREE_COUNT]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _slot_wire(start: datetime, end: datetime, institution_zone: ZoneInfo,
+               requested_zone: ZoneInfo, interpreter_available: bool) -> bytes:
+    return orjson.dumps({
+        "start": start.astimezone(institution_zone).isoformat(),
+        "start_local": start.astimezone(requested_zone).isoformat(),
+        "end": end.astimezone(institution_zone).isoformat(),
+        "end_local": end.astimezone(requested_zone).isoformat(),
+        "interpreter_available": interpreter_available,
+    })
+
+
+def slots_wire(slots: Sequence[Slot], institution_zone: ZoneInfo, requested_zone: ZoneInfo
+               ) -> bytes:
+    """The JSON array of `slot_json` items; each item's bytes are reused across searches (the
+    same instants recur for every practitioner with the same hours)."""
+    return b"[" + b",".join(
+        _slot_wire(slot.start, slot.end, institution_zone, requested_zone,
+                   slot.interpreter_available) for slot in slots) + b"]"
 
 
 def slot_json(slot: Slot, institution_zone: ZoneInfo, requested_zone: ZoneInfo) -> dict[str, Any]:
@@ -665,7 +755,15 @@ def _busy_conflict(code: ErrorCode | str, schedule: Schedule, db: Session, start
 
 def _check_start(schedule: Schedule, db: Session, start: datetime, *, now: datetime,
                  lang: str, excluding: int | None = None) -> Slot:
-    """The slot at `start` if the rules allow it; SLOT_TAKEN is left to the caller."""
+    """The slot at `start` if the rules allow it; SLOT_TAKEN is left to the caller.
+
+    The grid and the clock are checked here; whether the time is free is the occupancy
+    constraint's to say when the booking is written (a 409 then)."""
+    if start >= now:
+        for slot in grid_on(schedule, start.astimezone(schedule.zone).date()):
+            if slot.start == start:
+                return slot
+    # Not on the grid, or in the past: the rules say precisely why.
     busy = practitioner_busy(db, schedule.practitioner.id, start,
                              start + schedule.visit_type.step, excluding=excluding)
     try:
@@ -737,10 +835,6 @@ def book(db: Session, principal: Principal, request: BookingRequest, *, settings
                                       at=slot.start, condition=condition,
                                       tri_party=tri_party, lang=lang)
 
-    if patient_busy(db, patient.id, slot.start, slot.end):
-        raise _busy_conflict("PATIENT_ALREADY_BOOKED", schedule, db, slot.start, now=now,
-                             lang=lang, language=language, patient=patient,
-                             range_zone=patient_zone)
     interpreter_id: int | None = None
     if language is not None:
         interpreter_id = _pick_interpreter(db, schedule, language, slot.interval,
@@ -830,10 +924,6 @@ def reschedule(db: Session, principal: Principal, appointment: Appointment, new_
                                       at=slot.start, condition=condition,
                                       tri_party=appointment.tri_party, lang=lang)
         appointment.condition_code = condition
-    if patient_busy(db, patient.id, slot.start, slot.end, excluding=appointment.id):
-        raise _busy_conflict("PATIENT_ALREADY_BOOKED", schedule, db, slot.start, now=now,
-                             lang=lang, language=language, patient=patient,
-                             range_zone=patient_zone, excluding=appointment.id)
     interpreter_id = appointment.interpreter_id
     if language is not None:
         interpreter_id = _pick_interpreter(db, schedule, language, slot.interval,

@@ -278,12 +278,26 @@ def get_availability_row(
     ).scalar_one_or_none()
 
 
+#: Parsed hours by (row, version): reading a schedule is far more frequent than changing it.
+_parsed_hours: dict[tuple[int, datetime], Availability] = {}
+_PARSED_HOURS_LIMIT = 4096
+NO_HOURS = Availability()
+
+
 def load_availability(
     db: Session, kind: OwnerKind, owner_id: int, institution_id: int
 ) -> Availability:
     """The owner's hours; nobody is available before saving any."""
     row = get_availability_row(db, kind, owner_id, institution_id)
-    return row.availability() if row is not None else Availability()
+    if row is None:
+        return NO_HOURS
+    version = (row.id, row.updated_at)
+    parsed = _parsed_hours.get(version)
+    if parsed is None:
+        if len(_parsed_hours) >= _PARSED_HOURS_LIMIT:
+            _parsed_hours.clear()
+        parsed = _parsed_hours[version] = row.availability()
+    return parsed
 
 
 def save_availability(

@@ -2,14 +2,10 @@
 booking wins each slot, every other one gets 409 with other times, and afterwards no
 practitioner, patient or interpreter holds two overlapping appointments.
 
-Two levels:
+Two levels, each on SQLite and, in the second run, PostgreSQL:
 - the booking service called from many threads at once, each with its own session and
-  connection: on SQLite and, in the second run, PostgreSQL;
-- HTTP requests to the application served by uvicorn, on PostgreSQL. On SQLite the platform's
-  sign-in check reads the database on the event loop while other requests hold SQLite's single
-  write lock, so simultaneous HTTP requests stall there for the busy timeout whatever the
-  route does (reported to the platform); the service-level test proves the database guarantee
-  on SQLite.
+  connection;
+- HTTP requests to the application served by uvicorn, every booking on its own connection.
 """
 
 from __future__ import annotations
@@ -33,7 +29,6 @@ from jaejin.directory.store import Encounter, Practitioner, PractitionerRole
 from jaejin.scheduling import service
 from jaejin.scheduling.model import VisitMode
 from jaejin.scheduling.store import ACTIVE_STATUSES, Appointment, OwnerKind, save_availability
-from tests.conftest import POSTGRES_URL
 from tests.live_server import LiveServer, running_server
 from tests.scheduling.test_booking_fixtures import SchedulingWorld, every_day
 from tests.support import make_patient
@@ -115,10 +110,6 @@ def _overlaps(engine: Engine) -> list[tuple[str, int, int]]:
     return found
 
 
-needs_postgresql = pytest.mark.skipif(
-    not POSTGRES_URL, reason="simultaneous HTTP requests need PostgreSQL (see the docstring)")
-
-
 def _service_bookings(engine: Engine, settings: Settings, world: SchedulingWorld,
                       bodies: list[dict[str, Any]]) -> list[int]:
     """Book from one thread per body at once through `service.book`; the HTTP-like status."""
@@ -171,7 +162,6 @@ def test_simultaneous_bookings_through_the_service_take_each_slot_once(
     assert sorted(starts.values()) == [1] * len(SLOTS)
 
 
-@needs_postgresql
 def test_many_simultaneous_bookings_at_few_slots_book_each_slot_once(
         server, engine, world, crowd, system_a):
     responses = _fire(server.url, system_a, _crowd_bookings(world, crowd))
@@ -189,7 +179,6 @@ def test_many_simultaneous_bookings_at_few_slots_book_each_slot_once(
     assert _overlaps(engine) == []
 
 
-@needs_postgresql
 def test_one_interpreter_and_one_patient_are_never_booked_twice_at_once(
         server, engine, world, crowd, system_a):
     mongolians = [patient for index, patient in enumerate(crowd["patients"]) if index % 4 == 0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
@@ -15,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import ApiClient, Membership, Role
 from jaejin.core.audit import AuditEntry
@@ -34,9 +37,11 @@ from tests.core.helpers import (
     audit_entries,
     client_for,
     count_rows,
+    empty_database,
+    fast_password_hashing,
     fresh,
 )
-from tests.support import bearer, client_token, problem, sign_in
+from tests.support import Actors, bearer, client_token, problem, sign_in
 
 DIRECTORY_TABLES = (Patient, Practitioner, PractitionerRole, LocalPhysician, Encounter, Consent,
                     AuditEntry)
@@ -579,14 +584,43 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, str, str | None]] = [
 ]
 
 
+@dataclass
+class ReadOnlyWorld:
+    """Actors, a hospital system's API and the ids of A's records, shared by the bad-input
+    cases: each of them proves it changed nothing, so one world serves them all."""
+
+    actors: Actors
+    api: Api
+    ids: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def read_only_world(app, engine, settings) -> Iterator[ReadOnlyWorld]:
+    with fast_password_hashing(), TestClient(app) as caller:
+        empty_database(engine)
+        with Session(engine, expire_on_commit=False) as db:
+            actors = Actors.create(db, settings)
+            client_row = db.execute(select(ApiClient.id).where(
+                ApiClient.client_id == actors.clients["a"][0])).scalar_one()
+        api = Api(caller, client_token(caller, actors.clients["a"]), client_row)
+        patient = actors.patients["a"].id
+        physician = api("POST", f"/api/v1/patients/{patient}/local-physicians",
+                        json={"name": "Dr X", "clinic": "X", "country": "US"}).json()
+        encounter = api("GET", "/api/v1/encounters", params={"patient_id": patient}).json()[0]
+        yield ReadOnlyWorld(actors, api, {
+            "patient": patient, "practitioner": actors.practitioners["a"].id,
+            "physician": physician["id"], "encounter": encounter["id"]})
+
+
 @pytest.fixture
-def record_ids(api, actors) -> dict[str, int]:
-    physician = api("POST", f"/api/v1/patients/{actors.patients['a'].id}/local-physicians",
-                    json={"name": "Dr X", "clinic": "X", "country": "US"}).json()
-    encounter = api("GET", "/api/v1/encounters",
-                    params={"patient_id": actors.patients["a"].id}).json()[0]
-    return {"patient": actors.patients["a"].id, "practitioner": actors.practitioners["a"].id,
-            "physician": physician["id"], "encounter": encounter["id"]}
+def unchanged_world(read_only_world: ReadOnlyWorld, engine) -> ReadOnlyWorld:
+    """The shared world, as long as no other test of this module emptied the database since
+    (xdist may run one between two bad-input cases); otherwise a fresh one is needed."""
+    with fresh(engine) as session:
+        present = session.get(Patient, read_only_world.ids["patient"]) is not None
+    if not present:
+        pytest.fail("the shared bad-input world was emptied by another test in between")
+    return read_only_world
 
 
 def _filled(value: Any, ids: dict[str, int]) -> Any:
@@ -602,17 +636,17 @@ def _filled(value: Any, ids: dict[str, int]) -> Any:
 @pytest.mark.parametrize(("name", "method", "path", "body", "code", "field"), BAD_REQUESTS,
                          ids=[case[0] for case in BAD_REQUESTS])
 def test_bad_input_gets_a_4xx_problem_with_a_stable_code_and_changes_nothing(
-        api, actors, client, record_ids, name, method, path, body, code, field):
-    engine = client.app.state.engine
+        unchanged_world, engine, name, method, path, body, code, field):
+    api, ids = unchanged_world.api, unchanged_world.ids
     before = count_rows(engine, *DIRECTORY_TABLES)
     with fresh(engine) as session:
-        patient_before = _snapshot(session.get(Patient, actors.patients["a"].id))
+        patient_before = _snapshot(session.get(Patient, ids["patient"]))
     kwargs: dict[str, Any] = {}
     if isinstance(body, bytes):
         kwargs = {"content": body, "headers": {"Content-Type": "application/json"}}
     elif body is not None:
-        kwargs = {"json": _filled(body, record_ids)}
-    response = api(method, path.format(**record_ids), **kwargs)
+        kwargs = {"json": _filled(body, ids)}
+    response = api(method, path.format(**ids), **kwargs)
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     details = problem(response)
     assert details["code"] == code
@@ -623,7 +657,7 @@ def test_bad_input_gets_a_4xx_problem_with_a_stable_code_and_changes_nothing(
         assert all(error["message"] and error["code"] for error in details["errors"])
     assert count_rows(engine, *DIRECTORY_TABLES) == before
     with fresh(engine) as session:
-        assert _snapshot(session.get(Patient, actors.patients["a"].id)) == patient_before
+        assert _snapshot(session.get(Patient, ids["patient"])) == patient_before
 
 
 def _snapshot(patient: Patient) -> dict[str, Any]:

@@ -244,7 +244,8 @@ def _row(
         "institution_id": patient.institution_id,
         "metric": reading.metric.value,
         "loinc": reading.loinc,
-        "value": reading.value,
+        # A float whatever the caller built: one array must not mix integers and floats.
+        "value": float(reading.value),
         "unit": reading.unit,
         "effective_at": reading.effective_utc,
         "effective_offset_minutes": offset_minutes(reading.effective_at),

@@ -28,7 +28,6 @@ from fastapi import Depends
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import Role
@@ -102,9 +101,6 @@ COORDINATING_STAFF: tuple[Role, ...] = (Role.COORDINATOR, Role.INSTITUTION_ADMIN
 #: How many alternatives a 409 offers, and how far ahead it looks for them.
 NEXT_FREE_COUNT = 3
 NEXT_FREE_HORIZON_DAYS = 14
-#: How a clash reads in the driver's message: PostgreSQL names the constraint
-#: (uq_appointment_occupancy_block), SQLite the table's columns.
-OCCUPANCY_CONSTRAINT = "appointment_occupancy"
 
 
 # --------------------------------------------------------------------------- transactions
@@ -706,14 +702,16 @@ class Attempt:
                    appointment.interpreter_language)
 
 
+class _Clash(Exception):
+    """A block the attempt needed was held: undo the attempt's savepoint."""
+
+
 def _conflict(
-    db: Session, error: IntegrityError, attempt: Attempt, schedule: Schedule,
+    db: Session, attempt: Attempt, schedule: Schedule,
     patient: Patient, *, now: datetime, lang: str, range_zone: ZoneInfo,
     excluding: int | None = None,
 ) -> Problem:
-    """Who was taken and what is free instead (the attempt's savepoint is already undone)."""
-    if OCCUPANCY_CONSTRAINT not in str(error.orig):
-        raise error
+    """Who was taken and what is free instead (the attempt is already undone)."""
     taken = {name for name, key in attempt.keys.items()
              if holders_of(db, [key], attempt.start, attempt.until) - {excluding}}
     alternatives = next_free(db, schedule, attempt.start, now=now,
@@ -855,16 +853,16 @@ def book(db: Session, principal: Principal, request: BookingRequest, *, settings
         policy_pack=decision.pack if decision else None,
         policy_decision=decision.model_dump(mode="json") if decision else None,
     )
-    attempt = Attempt.of(appointment)
-    try:
-        # In a savepoint: a clash undoes this attempt only, and the 409 can still read.
-        with db.begin_nested():
-            db.add(appointment)
-            db.flush()
-            claim_occupancy(db, appointment)
-    except IntegrityError as error:
-        raise _conflict(db, error, attempt, schedule, patient, now=now, lang=lang,
-                        range_zone=patient_zone) from None
+    db.add(appointment)
+    db.flush()
+    if not claim_occupancy(db, appointment):
+        # Undo this attempt only (the caller's transaction may go on), then explain.
+        attempt = Attempt.of(appointment)
+        release_occupancy(db, appointment.id)
+        db.delete(appointment)
+        db.flush()
+        raise _conflict(db, attempt, schedule, patient, now=now, lang=lang,
+                        range_zone=patient_zone)
     notifications.queue_for_change(db, appointment, notifications.Change.BOOKED,
                                    settings=settings, now=now)
     audit(db, principal, AuditEvent(
@@ -953,9 +951,11 @@ def reschedule(db: Session, principal: Principal, appointment: Appointment, new_
                 appointment.policy_decision = decision.model_dump(mode="json")
             attempt = Attempt.of(appointment)
             db.flush()
-            claim_occupancy(db, appointment)
-    except IntegrityError as error:
-        raise _conflict(db, error, attempt, schedule, patient, now=now, lang=lang,
+            if not claim_occupancy(db, appointment):
+                raise _Clash()
+    except _Clash:
+        # The savepoint is rolled back: the appointment keeps its old time and blocks.
+        raise _conflict(db, attempt, schedule, patient, now=now, lang=lang,
                         range_zone=patient_zone, excluding=appointment.id) from None
     notifications.queue_for_change(db, appointment, notifications.Change.RESCHEDULED,
                                    settings=settings, now=now,
@@ -1062,10 +1062,9 @@ def assign_interpreter(db: Session, principal: Principal, appointment: Appointme
             appointment.sequence += 1
             appointment.updated_at = now
             db.flush()
-            claim_occupancy(db, appointment)
-    except IntegrityError as error:
-        if OCCUPANCY_CONSTRAINT not in str(error.orig):
-            raise
+            if not claim_occupancy(db, appointment):
+                raise _Clash()
+    except _Clash:
         raise scheduling_problem(SchedulingError(
             ErrorCode.INTERPRETER_UNAVAILABLE, N_("No interpreter is free at this time."),
             field="interpreter_id"), lang) from None

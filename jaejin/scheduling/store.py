@@ -3,8 +3,9 @@
 Double booking is refused by the database itself, identically on SQLite and PostgreSQL: every
 active appointment owns one `appointment_occupancy` row per 5-minute block it occupies for each
 resource it uses (`practitioner:<id>`, `patient:<id>`, `interpreter:<id>`), and
-UNIQUE(resource_key, block_start) lets only one of two overlapping bookings commit. The loser
-gets an IntegrityError, which the service answers with 409 SLOT_TAKEN and the next free slots.
+UNIQUE(resource_key, block_start) lets only one of two overlapping bookings hold a block. The
+loser's claim finds a block held (`claim_occupancy` returns False; a plain insert would raise
+IntegrityError), which the service answers with 409 SLOT_TAKEN and the next free slots.
 Cancelling deletes an appointment's rows; rescheduling moves them, in the same transaction.
 
 Which time a resource holds:
@@ -37,9 +38,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     delete,
-    insert,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from jaejin.core.database import Base, utcnow
@@ -236,12 +238,25 @@ def occupancy_rows(appointment: Appointment) -> list[dict[str, Any]]:
     ]
 
 
-def claim_occupancy(db: Session, appointment: Appointment) -> None:
-    """Insert the appointment's blocks; raises IntegrityError when any is held already.
+def claim_occupancy(db: Session, appointment: Appointment) -> bool:
+    """Insert the appointment's blocks in one statement; True when every one was free.
 
-    The appointment must be flushed (it needs its id). The caller rolls back on the error.
+    Blocks already held are skipped (ON CONFLICT DO NOTHING: on PostgreSQL a block another
+    transaction is inserting waits for it, then counts as held if it committed), so False
+    means a clash: the caller undoes its attempt (`release_occupancy`, and the appointment).
+    The appointment must be flushed (it needs its id).
     """
-    db.execute(insert(OccupancyBlock), occupancy_rows(appointment))
+    rows = occupancy_rows(appointment)
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = postgresql_insert(OccupancyBlock).values(rows)
+    elif dialect == "sqlite":
+        statement = sqlite_insert(OccupancyBlock).values(rows)
+    else:
+        raise RuntimeError(f"occupancy claims need SQLite or PostgreSQL, not {dialect}")
+    claimed = db.execute(statement.on_conflict_do_nothing(
+        index_elements=["resource_key", "block_start"]).returning(OccupancyBlock.id))
+    return len(claimed.all()) == len(rows)
 
 
 def release_occupancy(db: Session, appointment_id: int) -> None:

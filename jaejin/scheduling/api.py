@@ -296,6 +296,10 @@ def search_slots(
     if language is not None:
         scheduling_call(principal, service.require_interpreter_language, db, institution.id,
                         language)
+    if language is None and patient is None:
+        wire: bytes = scheduling_call(principal, service.free_slots_wire, db, schedule, start,
+                                      end, requested_zone, now=utcnow())
+        return Response(wire, media_type=JSON)
     slots = scheduling_call(principal, service.find_slots, db, schedule, start, end,
                             requested_zone, now=utcnow(), interpreter_language=language,
                             patient=patient)

@@ -558,6 +558,69 @@ def free_grid_slots(schedule: Schedule, requested: Interval, *, now: datetime,
     return found
 
 
+_DAY_WIRES_LIMIT = 1 << 16
+_day_wires: dict[tuple[Any, ...], tuple[bytes, tuple[bytes, ...]]] = {}
+
+
+def _day_wire(schedule: Schedule, day: date, slots: tuple[Slot, ...],
+              requested_zone: ZoneInfo) -> tuple[bytes, tuple[bytes, ...]]:
+    """A day's slots in wire form: the whole day joined, and each slot on its own."""
+    key = (schedule.availability, schedule.zone.key, schedule.visit_type.code,
+           schedule.mode.value, day, requested_zone.key)
+    found = _day_wires.get(key)
+    if found is None:
+        if len(_day_wires) >= _DAY_WIRES_LIMIT:
+            _day_wires.clear()
+        parts = tuple(_slot_wire(slot.start, slot.end, schedule.zone, requested_zone, False)
+                      for slot in slots)
+        found = _day_wires[key] = (b",".join(parts), parts)
+    return found
+
+
+def free_slots_wire(db: Session, schedule: Schedule, start_date: date, end_date: date,
+                    requested_zone: ZoneInfo, *, now: datetime) -> bytes:
+    """`slots_wire(find_slots(...))` when no interpreter and no patient is involved: days
+    wholly free are copied as one piece from the cache, the rest slot by slot."""
+    validate_date_range(start_date, end_date)
+    requested = search_interval(start_date, end_date, requested_zone)
+    busy = practitioner_busy(db, schedule.practitioner.id, requested.start,
+                             requested.end + schedule.visit_type.step)
+    return wire_of_free_slots(schedule, requested, requested_zone, now=now, busy=busy)
+
+
+def wire_of_free_slots(schedule: Schedule, requested: Interval, requested_zone: ZoneInfo, *,
+                       now: datetime, busy: Sequence[Interval]) -> bytes:
+    """The JSON of `free_grid_slots` (see `free_slots_wire`)."""
+    taken = IntervalSet(busy)
+    earliest = max(requested.start, now)
+    zone = schedule.zone
+    day = requested.start.astimezone(zone).date()
+    last = (requested.end - timedelta(microseconds=1)).astimezone(zone).date()
+    grids = day_grids(schedule)
+    chunks: list[bytes] = []
+    previous_start: datetime | None = None
+    while day <= last:
+        slots = grid_on(schedule, day, grids)
+        day += timedelta(days=1)
+        if not slots:
+            continue
+        if previous_start is not None and slots[0].start < previous_start:
+            # A clock change reordered days (never in Korea): take the exact, sorted path.
+            found = free_grid_slots(schedule, requested, now=now, busy=busy)
+            return slots_wire(found, zone, requested_zone)
+        previous_start = slots[-1].start
+        whole, parts = _day_wire(schedule, day - timedelta(days=1), slots, requested_zone)
+        if (slots[0].start >= earliest and slots[-1].start < requested.end
+                and not (taken and taken.overlaps(slots[0].start, slots[-1].occupied_until))):
+            chunks.append(whole)
+            continue
+        chunks.extend(
+            part for slot, part in zip(slots, parts, strict=True)
+            if earliest <= slot.start < requested.end
+            and not (taken and taken.overlaps(slot.start, slot.occupied_until)))
+    return b"[" + b",".join(chunks) + b"]"
+
+
 def next_free(db: Session, schedule: Schedule, after: datetime, *, now: datetime,
               interpreter_language: str | None, patient: Patient | None,
               excluding: int | None = None) -> list[Slot]:

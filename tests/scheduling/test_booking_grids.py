@@ -77,6 +77,9 @@ def test_cached_grids_offer_the_same_slots_as_the_pure_search(
     expected = compute_slots(availability, zone, visit_type, mode, first, last, taken,
                              KOREAN_PUBLIC_HOLIDAYS, now, None, range_zone=range_zone)
     requested = search_interval(first, last, range_zone)
+    wire = service.slots_wire(expected, zone, range_zone)
     # Twice: the second answer comes from the cache.
     for _ in range(2):
         assert service.free_grid_slots(schedule, requested, now=now, busy=taken) == expected
+        assert service.wire_of_free_slots(schedule, requested, range_zone, now=now,
+                                          busy=taken) == wire

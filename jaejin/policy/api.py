@@ -136,11 +136,11 @@ async def policy_caller(request: Request) -> Principal:
 
     The same checks as `requires(scope=SCOPE)`, with two differences that keep the evaluate
     route fast and safe under load:
-    * the principal is looked up in a session of its own, closed before anything else happens.
-      These routes touch no other table, and on SQLite (where every transaction takes the write
-      lock, BEGIN IMMEDIATE) a request-long session opened on the event loop holds the lock
-      while other requests on the same loop wait for it: under concurrent load they time out
-      with "database is locked";
+    * the principal is looked up in a short session of its own, closed before anything else
+      happens; these routes read no other table, so they take no request-long session
+      (`DbSession`). On SQLite every transaction takes the write lock (BEGIN IMMEDIATE): a
+      session still open while the event loop runs other requests' look-ups makes them wait
+      on the loop itself, and under concurrent load they fail with "database is locked";
     * a system client's principal is reused for a few seconds (`ClientPrincipals`).
     """
     token = _bearer_token(request)

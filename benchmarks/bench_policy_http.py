@@ -14,9 +14,11 @@ named by JAEJIN_BENCH_POSTGRES_URL). A system client is created, gets a bearer t
   authenticated route: the same bearer-token authentication (a database look-up of the client)
   with no work after it, so the ratio is the price of the decision itself;
 * directory: `GET /api/v1/institutions`, the platform's ordinary authenticated route reading
-  the database. On SQLite it currently fails under concurrent load ("database is locked": the
-  platform resolves the caller in a request-long session opened on the event loop, and every
-  SQLite transaction takes the write lock); the failures are counted and shown, not hidden.
+  the database. On SQLite it currently fails under concurrent load ("database is locked" after
+  the 15 s busy timeout: every SQLite transaction takes the write lock; the route's read
+  transaction, begun in a worker thread, lasts until the request's session is closed after the
+  response, while the next request's caller look-up runs BEGIN IMMEDIATE on the event loop and
+  blocks it), so it is loaded on PostgreSQL only unless asked; failures are counted and shown.
 
 Rounds alternate the three; each figure is the median round (min-max shown). The
 load generator is a minimal HTTP/1.1 client on asyncio streams (httpx would spend more CPU than

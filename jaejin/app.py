@@ -86,7 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     register_problem_renderer(_is_page_request, _render_page_problem)
     app.add_middleware(GZipMiddleware, minimum_size=2048)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
+    from jaejin.monitoring.api import BODY_LIMIT_OVERRIDES
+
+    # Health-data exports (Apple Health) are far larger than any form or JSON call.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes,
+                       overrides=dict(BODY_LIMIT_OVERRIDES))
 
     for static_dir in sorted(PACKAGE_ROOT.glob("*/static")):
         app.mount(f"/static/{static_dir.parent.name}", StaticFiles(directory=static_dir),

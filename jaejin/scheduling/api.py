@@ -21,12 +21,13 @@ appointment is audit-logged in its transaction.
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -87,6 +88,20 @@ JSON = "application/json"
 
 def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type=JSON)
+
+
+#: Answers at least this long are gzipped here, quickly (level 1): a 60-day search is hundreds
+#: of kilobytes, which the application's GZip middleware would compress at its slowest level
+#: (it leaves answers that already carry a Content-Encoding alone).
+COMPRESS_FROM_BYTES = 4096
+
+
+def compressed_json(request: Request, body: bytes) -> Response:
+    if len(body) < COMPRESS_FROM_BYTES or "gzip" not in request.headers.get(
+            "accept-encoding", ""):
+        return Response(body, media_type=JSON)
+    return Response(gzip.compress(body, compresslevel=1), media_type=JSON,
+                    headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
 
 
 def scheduling_call(principal: Principal, call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -270,7 +285,7 @@ def _patient_for_search(db: Session, principal: Principal, institution: Institut
             summary="Free slots of a practitioner, with the institution's and your zone's times")
 @service.ends_transaction
 def search_slots(
-    practitioner_id: int, principal: Searcher, db: DbSession,
+    request: Request, practitioner_id: int, principal: Searcher, db: DbSession,
     start: date, end: date,
     tz: Annotated[str, Query(max_length=64, description="IANA zone the dates are meant in")],
     visit_type: Annotated[str, Query(max_length=40)],
@@ -299,7 +314,7 @@ def search_slots(
     if language is None and patient is None:
         wire: bytes = scheduling_call(principal, service.free_slots_wire, db, schedule, start,
                                       end, requested_zone, now=utcnow())
-        return Response(wire, media_type=JSON)
+        return compressed_json(request, wire)
     slots = scheduling_call(principal, service.find_slots, db, schedule, start, end,
                             requested_zone, now=utcnow(), interpreter_language=language,
                             patient=patient)
@@ -308,7 +323,7 @@ def search_slots(
                                         detail={"practitioner_id": practitioner_id,
                                                 "found": len(slots)}))
         db.commit()
-    return Response(service.slots_wire(slots, schedule.zone, requested_zone), media_type=JSON)
+    return compressed_json(request, service.slots_wire(slots, schedule.zone, requested_zone))
 
 
 # --------------------------------------------------------------------------- appointments

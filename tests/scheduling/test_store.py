@@ -1,0 +1,127 @@
+"""The scheduling tables: the database itself refuses overlapping holds, occupancy follows an
+appointment's resources, and saved hours are read back (and re-read when they change)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from jaejin.scheduling.store import (
+    BLOCK,
+    Appointment,
+    OccupancyBlock,
+    OwnerKind,
+    blocks_between,
+    claim_occupancy,
+    holders_of,
+    load_availability,
+    occupied_resources,
+    release_occupancy,
+    save_availability,
+)
+from tests.scheduling.test_booking_fixtures import SchedulingWorld, every_day
+
+pytest_plugins = ("tests.scheduling.test_booking_fixtures",)
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@settings(max_examples=200, deadline=None)
+@given(start_block=st.integers(0, 10_000), length=st.integers(1, 48))
+def test_blocks_cover_exactly_an_aligned_stretch(start_block: int, length: int) -> None:
+    start = EPOCH + BLOCK * start_block
+    end = start + BLOCK * length
+    blocks = blocks_between(start, end)
+    assert len(blocks) == length
+    assert blocks[0] == start and blocks[-1] + BLOCK == end
+    # Two stretches overlap exactly when they share a block.
+    other = blocks_between(end, end + BLOCK)
+    assert not set(blocks) & set(other)
+
+
+def _appointment(world: SchedulingWorld, start: datetime, **values: object) -> Appointment:
+    fields: dict[str, object] = {
+        "institution_id": world.a, "patient_id": world.patient_a,
+        "practitioner_id": world.practitioner_a, "visit_type": "international_follow_up",
+        "mode": "video", "start_at": start, "end_at": start + timedelta(minutes=30),
+        "occupied_until": start + timedelta(minutes=40), "booked_by": "test"}
+    fields.update(values)
+    return Appointment(**fields)
+
+
+def test_an_appointment_holds_its_practitioner_with_the_pause_and_others_for_the_visit(
+        world: SchedulingWorld) -> None:
+    start = world.at("10:00")
+    appointment = _appointment(world, start, interpreter_id=world.interpreter.id)
+    held = {key: (begin, until) for key, begin, until in occupied_resources(appointment)}
+    assert held[f"practitioner:{world.practitioner_a}"] == (start, start + timedelta(minutes=40))
+    assert held[f"patient:{world.patient_a}"] == (start, start + timedelta(minutes=30))
+    assert held[f"interpreter:{world.interpreter.id}"] == (start,
+                                                            start + timedelta(minutes=30))
+
+
+def test_the_database_refuses_a_second_hold_of_a_block(engine: Engine,
+                                                       world: SchedulingWorld) -> None:
+    with Session(engine) as db:
+        first = _appointment(world, world.at("10:00"))
+        db.add(first)
+        db.flush()
+        assert claim_occupancy(db, first)
+        db.commit()
+        block = db.execute(select(OccupancyBlock)).scalars().first()
+        assert block is not None
+        # Whatever the code above does, a plain insert of a held block fails.
+        with pytest.raises(IntegrityError):
+            db.execute(insert(OccupancyBlock).values(
+                appointment_id=first.id, resource_key=block.resource_key,
+                block_start=block.block_start))
+        db.rollback()
+
+
+def test_a_clashing_claim_reports_it_and_release_frees_the_time(engine: Engine,
+                                                                world: SchedulingWorld) -> None:
+    with Session(engine) as db:
+        first = _appointment(world, world.at("10:00"))
+        db.add(first)
+        db.flush()
+        assert claim_occupancy(db, first)
+        # Another patient with the same practitioner, starting inside the first one's pause.
+        second = _appointment(world, world.at("10:35"), patient_id=world.mongolian.id)
+        db.add(second)
+        db.flush()
+        assert not claim_occupancy(db, second)
+        release_occupancy(db, second.id)
+        key = f"practitioner:{world.practitioner_a}"
+        assert holders_of(db, [key], world.at("10:00"), world.at("11:00")) == {first.id}
+        release_occupancy(db, first.id)
+        assert holders_of(db, [key], world.at("10:00"), world.at("11:00")) == set()
+        third = _appointment(world, world.at("10:20"), patient_id=world.mongolian.id)
+        db.add(third)
+        db.flush()
+        assert claim_occupancy(db, third)
+        db.rollback()
+
+
+def test_saved_hours_are_read_back_and_changes_are_seen(engine: Engine,
+                                                        world: SchedulingWorld) -> None:
+    with Session(engine) as db:
+        morning = every_day("09:00", "12:00")
+        save_availability(db, OwnerKind.PRACTITIONER, world.practitioner_b, world.actors.b.id,
+                          morning, updated_by="test")
+        db.commit()
+        assert load_availability(db, OwnerKind.PRACTITIONER, world.practitioner_b,
+                                 world.actors.b.id) == morning.to_domain()
+        evening = every_day("17:00", "20:00")
+        save_availability(db, OwnerKind.PRACTITIONER, world.practitioner_b, world.actors.b.id,
+                          evening, updated_by="test")
+        db.commit()
+        assert load_availability(db, OwnerKind.PRACTITIONER, world.practitioner_b,
+                                 world.actors.b.id) == evening.to_domain()
+        # Nobody is available before hours are saved.
+        assert load_availability(db, OwnerKind.INTERPRETER, 999_999, world.a).weekly == ()

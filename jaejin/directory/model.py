@@ -24,28 +24,7 @@ from pydantic import (
 )
 
 from jaejin.core.i18n import N_
-
-
-class InstitutionKind(StrEnum):
-    CLINIC = "clinic"
-    HOSPITAL = "hospital"
-    GENERAL_HOSPITAL = "general_hospital"
-    TERTIARY_HOSPITAL = "tertiary_hospital"
-    PUBLIC_HEALTH_CENTRE = "public_health_centre"
-
-
-class PatientFlag(StrEnum):
-    """Facts about a patient that the telemedicine rules depend on."""
-
-    REGISTERED_DISABILITY = "registered_disability"
-    LONG_TERM_CARE = "long_term_care"
-    ISLAND_REMOTE = "island_remote"
-    EMERGENCY_SHORTAGE_AREA = "emergency_shortage_area"
-    RARE_DISEASE = "rare_disease"
-    TYPE1_DIABETES = "type1_diabetes"
-    INFECTIOUS_ISOLATION = "infectious_isolation"
-    CORRECTIONAL_INMATE = "correctional_inmate"
-    MOBILITY_IMPAIRED = "mobility_impaired"
+from jaejin.policy.vocabulary import InstitutionKind, PatientFlag
 
 
 class EncounterMode(StrEnum):

@@ -795,23 +795,21 @@ def _conflict(
     return scheduling_problem(error_, lang, extra=extra)
 
 
-def _busy_conflict(code: ErrorCode | str, schedule: Schedule, db: Session, start: datetime, *,
+def _busy_conflict(code: ErrorCode, schedule: Schedule, db: Session, start: datetime, *,
                    now: datetime, lang: str, language: str | None, patient: Patient,
                    range_zone: ZoneInfo, excluding: int | None = None) -> Problem:
+    """409 for a time found taken before writing anything, with the next free slots."""
     alternatives = next_free(db, schedule, start, now=now, interpreter_language=language,
                              patient=patient, excluding=excluding)
     extra = {"next_free_slots": [slot_json(slot, schedule.zone, range_zone)
                                  for slot in alternatives]}
-    if code == ErrorCode.SLOT_TAKEN:
-        return scheduling_problem(SchedulingError(
-            ErrorCode.SLOT_TAKEN, N_("This time has just been taken."), field="start"),
-            lang, extra=extra)
-    if code == ErrorCode.INTERPRETER_UNAVAILABLE:
+    if code is ErrorCode.INTERPRETER_UNAVAILABLE:
         return scheduling_problem(SchedulingError(
             ErrorCode.INTERPRETER_UNAVAILABLE, N_("No interpreter is free at this time."),
             field="start"), lang, extra=extra)
-    return Problem(409, "PATIENT_ALREADY_BOOKED",
-                   N_("The patient already has an appointment at this time."), extra=extra)
+    return scheduling_problem(SchedulingError(
+        ErrorCode.SLOT_TAKEN, N_("This time has just been taken."), field="start"),
+        lang, extra=extra)
 
 
 def _check_start(schedule: Schedule, db: Session, start: datetime, *, now: datetime,

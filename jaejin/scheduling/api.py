@@ -338,9 +338,13 @@ def create_appointment(body: AppointmentCreate, principal: Booker, db: DbSession
         start=body.start.astimezone(UTC), visit_type=body.visit_type, mode=body.mode,
         interpreter_language=body.interpreter_language, interpreter_id=body.interpreter_id,
         condition=body.condition, tri_party=body.tri_party)
+    # Loaded here and held while the answer is written: the booking finds them in the
+    # session, and the answer reads nothing again.
+    patient = db.get(Patient, body.patient_id)
+    _held = (patient, db.get(Institution, patient.institution_id) if patient else None)
     appointment = service.book(db, principal, request, settings=settings)
-    db.commit()
     content = appointment_json(db, appointment, with_outbox=False)
+    db.commit()
     return Response(orjson.dumps(content), status_code=201, media_type=JSON,
                     headers={"Location": f"/api/v1/appointments/{appointment.id}"})
 

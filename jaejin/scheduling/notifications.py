@@ -150,11 +150,14 @@ def _queue(rows: list[dict[str, Any]], appointment: Appointment, kind: Kind,
     })
 
 
+_QUEUE = insert(OutboxMessage)
+
+
 def _enqueue_all(db: Session, rows: list[dict[str, Any]]) -> None:
     """The outbox rows in one statement, in the caller's transaction (`events.enqueue` row by
     row would cost a round trip each on the booking's hot path)."""
     if rows:
-        db.execute(insert(OutboxMessage).values(rows))
+        db.execute(_QUEUE, rows)
 
 
 def reminder_offsets(settings: Settings) -> list[timedelta]:

@@ -248,15 +248,20 @@ def claim_occupancy(db: Session, appointment: Appointment) -> bool:
     """
     rows = occupancy_rows(appointment)
     dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        statement: Any = postgresql_insert(OccupancyBlock).values(rows)
-    elif dialect == "sqlite":
-        statement = sqlite_insert(OccupancyBlock).values(rows)
-    else:
+    statement = _CLAIMS.get(dialect)
+    if statement is None:
         raise RuntimeError(f"occupancy claims need SQLite or PostgreSQL, not {dialect}")
-    claimed = db.execute(statement.on_conflict_do_nothing(
-        index_elements=["resource_key", "block_start"]).returning(OccupancyBlock.id))
+    # Several parameter sets with RETURNING: SQLAlchemy sends them as one multi-row INSERT
+    # ("insertmanyvalues"), compiled once per process.
+    claimed = db.execute(statement, rows)
     return len(claimed.all()) == len(rows)
+
+
+_CLAIMS: dict[str, Any] = {
+    name: insert_for(OccupancyBlock).on_conflict_do_nothing(
+        index_elements=["resource_key", "block_start"]).returning(OccupancyBlock.id)
+    for name, insert_for in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
 
 
 def release_occupancy(db: Session, appointment_id: int) -> None:

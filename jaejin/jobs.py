@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 log = logging.getLogger(__name__)
 
 #: Modules exposing `register_outbox_handlers()`.
-HANDLER_MODULES: tuple[str, ...] = ("jaejin.notify",)
+HANDLER_MODULES: tuple[str, ...] = ("jaejin.notify", "jaejin.scheduling.notifications")
 #: Modules exposing `run_scheduled(engine)`, called on every worker poll (they pace themselves).
 SCHEDULED_MODULES: tuple[str, ...] = ("jaejin.monitoring.jobs",)
 

@@ -36,6 +36,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "jaejin.directory.api",
     "jaejin.directory.pages",
     "jaejin.monitoring.api",
+    "jaejin.monitoring.photo_api",
     "jaejin.fhir.api",
     "jaejin.monitoring.pages",
     "jaejin.web.audit_pages",
@@ -87,10 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_problem_renderer(_is_page_request, _render_page_problem)
     app.add_middleware(GZipMiddleware, minimum_size=2048)
     from jaejin.monitoring.api import BODY_LIMIT_OVERRIDES
+    from jaejin.monitoring.photo_api import BODY_LIMIT_OVERRIDES as PHOTO_BODY_LIMITS
 
-    # Health-data exports (Apple Health) are far larger than any form or JSON call.
+    # Health-data exports (Apple Health) are far larger than any form or JSON call; wound
+    # photos have their own limit.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes,
-                       overrides=dict(BODY_LIMIT_OVERRIDES))
+                       overrides=[*PHOTO_BODY_LIMITS.items(), *BODY_LIMIT_OVERRIDES.items()])
 
     for static_dir in sorted(PACKAGE_ROOT.glob("*/static")):
         app.mount(f"/static/{static_dir.parent.name}", StaticFiles(directory=static_dir),

@@ -7,7 +7,8 @@ information as an HTML page, FHIR routes as an OperationOutcome (see `jaejin.fhi
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
@@ -237,14 +238,17 @@ class BodySizeLimit:
     """Refuses bodies over the limit before the application reads them (413)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int,
-                 overrides: dict[str, int] | None = None) -> None:
+                 overrides: Mapping[str | re.Pattern[str], int]
+                 | Iterable[tuple[str | re.Pattern[str], int]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.overrides = overrides or {}
+        self.overrides: dict[str | re.Pattern[str], int] = dict(overrides or {})
 
     def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.overrides.items():
-            if path.startswith(prefix):
+        """The first override whose path prefix (a string) or pattern (matching the whole
+        path: routes with an id inside) fits, else the default."""
+        for key, limit in self.overrides.items():
+            if path.startswith(key) if isinstance(key, str) else key.fullmatch(path):
                 return limit
         return self.max_bytes
 

@@ -17,15 +17,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2 import TemplateSyntaxError
 
+from jaejin.core.accounts import Role
 from jaejin.core.i18n import (
     LANGUAGE_NAMES,
     RIGHT_TO_LEFT,
     SUPPORTED_LANGUAGES,
     compile_catalogues,
+    locale_directory_name,
     negotiate_language,
     normalise_language,
     translate,
+    translate_plural,
 )
+from tests.support import sign_in
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SCRIPT = REPOSITORY / "scripts" / "i18n.py"
@@ -110,8 +114,136 @@ def test_korean_is_returned_for_known_messages_with_their_parameters() -> None:
 
 def test_a_language_without_a_catalogue_falls_back_to_english() -> None:
     compile_catalogues()
-    assert translate("ar", "Sign out") == "Sign out"
-    assert translate("ja", "Welcome, {name}", name="佐藤") == "Welcome, 佐藤"
+    without = [language for language in SUPPORTED_LANGUAGES
+               if locale_directory_name(language) not in {"ko", "en", *COMPLETE_LANGUAGES}]
+    for language in without:
+        assert translate(language, "Sign out") == "Sign out"
+        assert translate(language, "Welcome, {name}", name="佐藤") == "Welcome, 佐藤"
+    # A message no catalogue knows (yet) reads in English in every language, never fails.
+    for language in SUPPORTED_LANGUAGES:
+        assert translate(language, "Not in any catalogue, {name}", name="X") == (
+            "Not in any catalogue, X")
+
+
+# ------------------------------------------------------- the other languages patients read
+
+#: Languages translated in full for every capability (gettext directory names). A language is
+#: listed only when complete: a half-translated page is worse for a patient than English.
+COMPLETE_LANGUAGES = ("ja", "zh_Hans")
+#: Capabilities whose catalogues the patients' languages must cover.
+CAPABILITIES = tuple(sorted(path.parent.name for path in REPOSITORY.glob("jaejin/*/locales")))
+
+
+def _reference_messages(capability: str) -> dict[object, object]:
+    """The capability's messages as its Korean and English catalogues list them."""
+    messages: dict[object, object] = {}
+    for language in ("en", "ko"):
+        path = pipeline.catalogue_path(capability, language)
+        if path.is_file():
+            for message in _catalogue(path):
+                if message.id:
+                    messages.setdefault((message.context, pipeline._ids(message)[0]), message)
+    return messages
+
+
+def test_only_complete_languages_have_catalogues() -> None:
+    present = {path.parts[-2] for path in REPOSITORY.glob("jaejin/*/locales/*/LC_MESSAGES")}
+    assert present <= {"ko", "en", *COMPLETE_LANGUAGES}
+    for language in COMPLETE_LANGUAGES:
+        assert language in {locale_directory_name(tag) for tag in SUPPORTED_LANGUAGES}
+        for capability in CAPABILITIES:
+            assert pipeline.catalogue_path(capability, language).is_file(), (capability, language)
+
+
+@pytest.mark.parametrize("language", COMPLETE_LANGUAGES)
+@pytest.mark.parametrize("capability", CAPABILITIES)
+def test_every_message_is_translated_with_its_placeholders(capability: str,
+                                                           language: str) -> None:
+    catalogue = _catalogue(pipeline.catalogue_path(capability, language))
+    assert catalogue.locale is not None and str(catalogue.locale).startswith(language[:2])
+    assert catalogue.num_plurals == 1  # Japanese and Chinese have one plural form
+    problems = []
+    for (context, msgid), reference in _reference_messages(capability).items():
+        message = catalogue.get(reference.id, context)
+        if message is None:
+            problems.append(("missing", msgid))
+        elif message.fuzzy or not all(pipeline._strings(message)):
+            problems.append(("not translated", msgid))
+        elif isinstance(message.string, (list, tuple)) and len(message.string) != 1:
+            problems.append(("plural forms", msgid))
+        elif pipeline._placeholder_problem(message):
+            problems.append(("placeholders", msgid))
+    assert problems == []
+
+
+@pytest.mark.parametrize("language", COMPLETE_LANGUAGES)
+def test_the_check_command_passes_for_each_complete_language(language: str) -> None:
+    """Also catches msgids found in the source that no catalogue lists yet."""
+    findings = [str(finding) for capability in PLATFORM
+                for finding in pipeline.check(capability, language)]
+    assert findings == []
+
+
+@pytest.mark.parametrize("language", COMPLETE_LANGUAGES)
+def test_a_message_reads_the_same_in_every_capability(language: str) -> None:
+    seen: dict[object, tuple[str, object]] = {}
+    conflicts = []
+    for capability in CAPABILITIES:
+        for message in _catalogue(pipeline.catalogue_path(capability, language)):
+            if not message.id:
+                continue
+            key = (message.context, pipeline._ids(message))
+            earlier = seen.setdefault(key, (capability, message.string))
+            if earlier[1] != message.string:
+                conflicts.append((key, earlier, (capability, message.string)))
+    assert conflicts == []
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("ja", {"Sign out": "ログアウト", "Welcome, {name}": "ようこそ、佐藤様",
+            "Blood pressure": "血圧", "Glucose": "血糖"}),
+    ("zh-Hans", {"Sign out": "退出登录", "Welcome, {name}": "欢迎您，佐藤",
+                 "Blood pressure": "血压", "Glucose": "血糖"}),
+])
+def test_patients_languages_are_returned_with_their_parameters(
+        language: str, expected: dict[str, str]) -> None:
+    compile_catalogues()
+    for message, text in expected.items():
+        assert translate(language, message, name="佐藤") == text
+    # One plural form: the same words for one day and for three.
+    one = translate_plural(language, "{count} day", "{count} days", 1)
+    assert one != "1 day" and one.replace("1", "3") == translate_plural(
+        language, "{count} day", "{count} days", 3)
+
+
+@pytest.mark.parametrize(("header", "lang", "words"), [
+    ("ja-JP,ja;q=0.9,en;q=0.5", "ja",
+     ("ログイン", "パスワード", "本文へスキップ", "招待を受け取る")),
+    ("zh-CN,zh;q=0.9", "zh-Hans", ("登录", "密码", "跳至正文", "接受邀请")),
+])
+def test_the_sign_in_page_speaks_the_browsers_language(client, header: str, lang: str,
+                                                       words: tuple[str, ...]) -> None:
+    page = client.get("/login", headers={"Accept-Language": header})
+    assert page.status_code == 200
+    assert f'<html lang="{lang}" dir="ltr">' in page.text
+    for word in words:
+        assert word in page.text
+    for english in ("Sign in", "Password", "Skip to content"):
+        assert f">{english}<" not in page.text
+
+
+def test_a_japanese_patient_books_in_japanese(client, actors, db) -> None:
+    patient = actors.person("a", Role.PATIENT)
+    patient.user.language = "ja"
+    db.commit()
+    sign_in(client, patient)
+    page = client.get("/appointments/book")
+    assert page.status_code == 200, page.text
+    assert '<html lang="ja" dir="ltr">' in page.text
+    for japanese in ("再診を予約する", "診療の種類", "通訳は必要ですか？", "ログアウト"):
+        assert japanese in page.text
+    for english in ("Book a follow-up", "Kind of visit", "Do you need an interpreter?"):
+        assert english not in page.text
 
 
 # --------------------------------------------------------------------------- language choice

@@ -3,6 +3,7 @@
     .venv/bin/python scripts/i18n.py extract [capability ...]   # write locales/messages.pot
     .venv/bin/python scripts/i18n.py update  [capability ...]   # merge the POT into ko and en
     .venv/bin/python scripts/i18n.py check   [capability ...]   # fail on any msgid without Korean
+    .venv/bin/python scripts/i18n.py check --language ja        # ... or without Japanese
 
 Every directory under `jaejin/` is a capability with its own `locales/`. Modules directly under
 `jaejin/` (app.py, cli.py, ...) belong to the `core` catalogue. Extraction uses the mapping in
@@ -322,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("command", choices=("extract", "update", "check"))
     parser.add_argument("capabilities", nargs="*", help="default: every capability")
-    arguments = parser.parse_args(argv)
+    parser.add_argument("--language", default="ko",
+                        help="check: the catalogue language to check (ko, ja, zh_Hans, ...)")
+    arguments = parser.parse_intermixed_args(argv)
     names = _selected(arguments.capabilities)
     if arguments.command == "extract":
         for name in names:
@@ -335,14 +338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for language, outcome in update(name, create=bool(arguments.capabilities)).items():
                 print(f"{catalogue_path(name, language).relative_to(REPOSITORY)}: {outcome}")
         return 0
-    findings = [finding for name in names
-                if (locales_directory(name) / "ko").is_dir() for finding in check(name)]
+    language = arguments.language
+    named = "Korean" if language == "ko" else language
+    findings = [finding for name in names if (locales_directory(name) / language).is_dir()
+                for finding in check(name, language)]
     for finding in findings:
         print(finding)
     if findings:
-        print(f"{len(findings)} message(s) without a usable Korean translation", file=sys.stderr)
+        print(f"{len(findings)} message(s) without a usable {named} translation",
+              file=sys.stderr)
         return 1
-    print("every msgid has a Korean translation")
+    print(f"every msgid has a {named} translation")
     return 0
 
 

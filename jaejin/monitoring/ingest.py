@@ -31,25 +31,25 @@ from pathlib import Path
 from typing import IO, Any, Final, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
+import psycopg
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import (
+    JSON,
     Engine,
     Table,
-    and_,
-    case,
+    bindparam,
     delete,
-    literal,
-    null,
     or_,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from jaejin.core.database import session_factory, utcnow
+from jaejin.core.database import UTCDateTime, session_factory, utcnow
 from jaejin.core.events import publish_after_commit
 from jaejin.directory.store import Patient
 from jaejin.monitoring.alerts import (
@@ -62,6 +62,7 @@ from jaejin.monitoring.alerts import (
 )
 from jaejin.monitoring.careplans import CarePlan
 from jaejin.monitoring.cgm import is_cgm_reading
+from jaejin.monitoring.live import readings_accepted
 from jaejin.monitoring.parsers import (
     ImportContext,
     ImportProblem,
@@ -263,25 +264,42 @@ _READINGS = cast(Table, ReadingRow.__table__)
 _ALERTS = cast(Table, AlertRow.__table__)
 
 
-#: Columns written on ingest, with their PostgreSQL types (for the arrays of `_UNNEST_INSERT`).
-_INSERT_COLUMNS: Final = (
-    ("patient_id", "integer"), ("institution_id", "integer"), ("metric", "text"),
-    ("loinc", "text"), ("value", "double precision"), ("unit", "text"),
+class _BinaryArray(list[Any]):
+    """A list psycopg sends as a binary array.
+
+    psycopg dumps a plain list as a text array literal, quoting and escaping every element in
+    Python (about 15 us per reading of a batch); the binary form is packed by its C dumpers.
+    Only this type is registered, so nobody else's lists change form.
+    """
+
+    __slots__ = ()
+
+
+psycopg.adapters.register_dumper(_BinaryArray, ListBinaryDumper)
+
+#: Columns that differ between the readings of one request, with their PostgreSQL types.
+_VARYING_COLUMNS: Final = (
+    ("metric", "text"), ("loinc", "text"), ("value", "double precision"), ("unit", "text"),
     ("effective_at", "timestamptz"), ("effective_offset_minutes", "smallint"),
-    ("source_device", "text"), ("received_at", "timestamptz"), ("channel", "text"),
-    ("panel_id", "text"), ("fingerprint", "bytea"), ("idempotency_key", "text"),
-    ("attachment_ref", "text"),
+    ("source_device", "text"), ("received_at", "timestamptz"), ("panel_id", "text"),
+    ("fingerprint", "bytea"), ("idempotency_key", "text"), ("attachment_ref", "text"),
+)
+#: Columns one request writes alike into every reading (one patient, one channel).
+_SHARED_COLUMNS: Final = (
+    ("patient_id", "integer"), ("institution_id", "integer"), ("channel", "text"),
 )
 #: PostgreSQL: one INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING RETURNING.
 #: Semantically the multi-row VALUES insert, but the statement stays the same few hundred
-#: bytes whatever the batch size: psycopg parses it once and caches it, where a VALUES list
-#: of 15,000 placeholders cost more to parse on the client than the server spent inserting.
+#: bytes whatever the batch size: psycopg parses it once and caches it, and the arrays travel
+#: in binary (`_BinaryArray`). What every reading of the request shares is sent once.
 _UNNEST_INSERT: Final = text(
     f"INSERT INTO {ReadingRow.__tablename__} "  # noqa: S608 - names and types are constants
-    f"({', '.join(name for name, _ in _INSERT_COLUMNS)}) "
-    "SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _INSERT_COLUMNS)
-    + ") ON CONFLICT DO NOTHING RETURNING id, fingerprint"
+    f"({', '.join(name for name, _ in _SHARED_COLUMNS + _VARYING_COLUMNS)}) "
+    "SELECT "
+    + ", ".join(f"CAST(:{name} AS {kind})" for name, kind in _SHARED_COLUMNS)
+    + ", incoming.* FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _VARYING_COLUMNS)
+    + ") AS incoming ON CONFLICT DO NOTHING RETURNING id, fingerprint"
 )
 
 
@@ -290,13 +308,42 @@ def _insert_statement(db: Session) -> Any:
     return statement.returning(_READINGS.c.id, _READINGS.c.fingerprint)
 
 
-def _insert(db: Session, rows: list[dict[str, Any]]) -> dict[bytes, int]:
-    """Insert rows, skipping conflicts; the new rows' ids by fingerprint."""
-    if db.get_bind().dialect.name == "postgresql":
-        columns = {name: [row[name] for row in rows] for name, _ in _INSERT_COLUMNS}
-        result = db.execute(_UNNEST_INSERT, columns)
-    else:
-        result = db.execute(_insert_statement(db), rows)
+def _insert(
+    db: Session, rows: list[tuple[Reading, bytes, str | None]], patient: IngestPatient,
+    channel: str,
+) -> dict[bytes, int]:
+    """Insert rows (reading, fingerprint, stored key), skipping conflicts; the new rows' ids
+    by fingerprint."""
+    if db.get_bind().dialect.name != "postgresql":
+        result = db.execute(_insert_statement(db), [
+            _row(reading, patient, channel, fingerprint, key)
+            for reading, fingerprint, key in rows
+        ])
+        return {bytes(fingerprint): reading_id for reading_id, fingerprint in result}
+    columns: list[_BinaryArray] = [_BinaryArray() for _ in _VARYING_COLUMNS]
+    (metrics, loincs, values, units, moments, offsets, devices, arrivals, panels, fingerprints,
+     keys, attachments) = columns
+    for reading, fingerprint, key in rows:
+        effective_at = reading.effective_at
+        metrics.append(reading.metric.value)
+        loincs.append(reading.loinc)
+        # A float whatever the caller built: one array must not mix integers and floats.
+        values.append(float(reading.value))
+        units.append(reading.unit)
+        moments.append(effective_at)
+        offsets.append(offset_minutes(effective_at))
+        devices.append(reading.source_device)
+        arrivals.append(reading.received_at)
+        panels.append(reading.panel_id)
+        fingerprints.append(fingerprint)
+        keys.append(key)
+        attachments.append(reading.attachment_ref)
+    parameters: dict[str, Any] = {
+        "patient_id": patient.patient_id, "institution_id": patient.institution_id,
+        "channel": channel,
+    }
+    parameters.update(zip((name for name, _ in _VARYING_COLUMNS), columns, strict=True))
+    result = db.execute(_UNNEST_INSERT, parameters)
     return {bytes(fingerprint): reading_id for reading_id, fingerprint in result}
 
 
@@ -304,18 +351,17 @@ def _store_rows(
     db: Session, pending: Sequence[_Pending], patient: IngestPatient, channel: str
 ) -> None:
     """Insert every pending item's readings; mark each item created or duplicate."""
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Reading, bytes, str | None]] = []
     for entry in pending:
-        for position, (reading, fingerprint) in enumerate(
-            zip(entry.result.readings, entry.fingerprints, strict=True)
-        ):
+        key = entry.key
+        for reading, fingerprint in zip(entry.result.readings, entry.fingerprints, strict=True):
             # The key goes on the item's first reading only: a retried key with different
             # values then conflicts on that reading, and the item is undone below as a whole.
-            key = entry.key if position == 0 else None
-            rows.append(_row(reading, patient, channel, fingerprint, key))
+            rows.append((reading, fingerprint, key))
+            key = None
     if not rows:
         return
-    inserted = _insert(db, rows)
+    inserted = _insert(db, rows, patient, channel)
     partial: list[int] = []
     for entry in pending:
         ids = [inserted.get(fingerprint) for fingerprint in entry.fingerprints]
@@ -493,54 +539,122 @@ def evaluate_new_readings(
     return signals
 
 
-_RANK_OF_SEVERITY = {severity.value: severity.rank for severity in Severity}
+def _rank_case(column: str) -> str:
+    """A severity's rank in portable SQL, from the same table as `Severity.rank`."""
+    ranks = " ".join(
+        f"WHEN '{severity.value}' THEN {severity.rank}" for severity in Severity if severity.rank
+    )
+    return f"CASE {column} {ranks} ELSE 0 END"
 
 
-def _rank(column: Any) -> ColumnElement[int]:
-    return case(_RANK_OF_SEVERITY, value=column, else_=0)
+#: PostgreSQL: the same order, shorter (keeps the statement under psycopg's cache limit).
+_SEVERITY_ARRAY: Final = "{" + ",".join(sorted(Severity, key=lambda one: one.rank)) + "}"
 
 
-def _alert_upsert(db: Session, values: dict[str, Any]) -> Any:
-    table = _ALERTS
-    statement: Any = (
-        postgresql_insert(table) if db.get_bind().dialect.name == "postgresql"
-        else sqlite_insert(table)
-    ).values(**values)
-    excluded = statement.excluded
-    worse = _rank(excluded.severity) > _rank(table.c.severity)
+def _rank_array(column: str) -> str:
+    return f"array_position('{_SEVERITY_ARRAY}'::text[], {column})"
+
+
+def _upsert_tail(rank: Callable[[str], str]) -> str:
+    """Folding signals into the patient's unresolved alert of their episode, or opening one.
+
+    Literal SQL, built once: the conflict target names the partial index's own predicate
+    (PostgreSQL infers a partial index only from a predicate it can read, never from a
+    parameter), and the text stays short and free of parameters, so psycopg parses it once
+    and caches it (SQLAlchemy's CASE over bound severities sent a new 8 kB statement with a
+    hundred parameters every time).
+    """
+    worse = f"({rank('excluded.severity')} > {rank('alert.severity')})"
     # A worse signal reopens an acknowledged or snoozed alert (as `alerts.merge_signal`).
-    reopen = and_(
-        worse, table.c.status.in_([AlertStatus.ACKNOWLEDGED, AlertStatus.SNOOZED])
+    reopen = (
+        f"({worse} AND alert.status IN ('{AlertStatus.ACKNOWLEDGED}', '{AlertStatus.SNOOZED}'))"
     )
-    return statement.on_conflict_do_update(
-        index_elements=[table.c.patient_id, table.c.episode_key],
-        # Literal SQL, the index's own predicate: PostgreSQL infers the partial index only from
-        # a predicate it can read, never from a parameter of a prepared statement.
-        index_where=text(f"status <> '{AlertStatus.RESOLVED}'"),
-        set_={
-            "signal_count": table.c.signal_count + excluded.signal_count,
-            "last_signal_at": excluded.last_signal_at,
-            "last_observed_at": case(
-                (excluded.last_observed_at > table.c.last_observed_at,
-                 excluded.last_observed_at),
-                else_=table.c.last_observed_at,
-            ),
-            "severity": case((worse, excluded.severity), else_=table.c.severity),
-            "kind": case((worse, excluded.kind), else_=table.c.kind),
-            "metric": case((worse, excluded.metric), else_=table.c.metric),
-            "message": case((worse, excluded.message), else_=table.c.message),
-            "params": case((worse, excluded.params), else_=table.c.params),
-            "status": case((reopen, literal(AlertStatus.OPEN)), else_=table.c.status),
-            "unacknowledged_since": case(
-                (reopen, excluded.last_signal_at), else_=table.c.unacknowledged_since
-            ),
-            "acknowledged_by": case((reopen, null()), else_=table.c.acknowledged_by),
-            "acknowledged_at": case((reopen, null()), else_=table.c.acknowledged_at),
-            "snoozed_until": case((reopen, null()), else_=table.c.snoozed_until),
-        },
-    ).returning(
-        table.c.id, table.c.signal_count, table.c.status, table.c.severity, table.c.kind
+    return (
+        f" ON CONFLICT (patient_id, episode_key) WHERE status <> '{AlertStatus.RESOLVED}' "
+        "DO UPDATE SET signal_count = alert.signal_count + excluded.signal_count, "
+        "last_signal_at = excluded.last_signal_at, "
+        "last_observed_at = CASE WHEN excluded.last_observed_at > alert.last_observed_at "
+        "THEN excluded.last_observed_at ELSE alert.last_observed_at END, "
+        + ", ".join(
+            f"{name} = CASE WHEN {worse} THEN excluded.{name} ELSE alert.{name} END"
+            for name in ("severity", "kind", "metric", "message", "params")
+        )
+        + f", status = CASE WHEN {reopen} THEN '{AlertStatus.OPEN}' ELSE alert.status END, "
+        f"unacknowledged_since = CASE WHEN {reopen} THEN excluded.last_signal_at "
+        "ELSE alert.unacknowledged_since END, "
+        + ", ".join(
+            f"{name} = CASE WHEN {reopen} THEN NULL ELSE alert.{name} END"
+            for name in ("acknowledged_by", "acknowledged_at", "snoozed_until")
+        )
+        + " RETURNING id, episode_key, signal_count, status, severity, kind"
     )
+
+
+_ALERT_INSERT_COLUMNS: Final = (
+    "patient_id, institution_id, episode_key, kind, severity, status, metric, opened_at, "
+    "last_signal_at, last_observed_at, signal_count, message, params, unacknowledged_since, "
+    "resolution_note"
+)
+#: Per episode (SQLite, in process: a statement costs no round trip).
+_ALERT_UPSERT_ONE: Final = text(
+    f"INSERT INTO {AlertRow.__tablename__} AS alert ({_ALERT_INSERT_COLUMNS}) VALUES ("  # noqa: S608
+    ":patient_id, :institution_id, :episode_key, :kind, :severity, "
+    f"'{AlertStatus.OPEN}', :metric, :opened_at, :last_signal_at, :last_observed_at, "
+    ":signal_count, :message, :params, :opened_at, '')" + _upsert_tail(_rank_case)
+).bindparams(
+    bindparam("opened_at", type_=UTCDateTime()),
+    bindparam("last_signal_at", type_=UTCDateTime()),
+    bindparam("last_observed_at", type_=UTCDateTime()),
+    bindparam("params", type_=JSON()),
+)
+#: Every episode of a request in one statement (PostgreSQL).
+_ALERT_UPSERT_MANY: Final = text(
+    f"INSERT INTO {AlertRow.__tablename__} AS alert ({_ALERT_INSERT_COLUMNS}) "  # noqa: S608
+    f"SELECT :patient_id, :institution_id, s.episode_key, s.kind, s.severity, "
+    f"'{AlertStatus.OPEN}', s.metric, s.opened_at, s.last_signal_at, s.last_observed_at, "
+    "s.signal_count, s.message, CAST(s.params AS json), s.opened_at, '' FROM unnest("
+    "CAST(:episode_key AS text[]), CAST(:kind AS text[]), CAST(:severity AS text[]), "
+    "CAST(:metric AS text[]), CAST(:opened_at AS timestamptz[]), "
+    "CAST(:last_signal_at AS timestamptz[]), CAST(:last_observed_at AS timestamptz[]), "
+    "CAST(:signal_count AS integer[]), CAST(:message AS text[]), CAST(:params AS text[])"
+    ") AS s(episode_key, kind, severity, metric, opened_at, last_signal_at, last_observed_at, "
+    "signal_count, message, params)" + _upsert_tail(_rank_array)
+)
+
+
+def _episode_values(members: Sequence[AlertSignal]) -> dict[str, Any]:
+    """What the signals of one episode open an alert with, or fold into an open one."""
+    worst = max(members, key=lambda item: item.severity.rank)
+    return {
+        "episode_key": members[0].episode_key,
+        "kind": worst.kind.value,
+        "severity": worst.severity.value,
+        "metric": worst.metric.value if worst.metric is not None else None,
+        "opened_at": members[0].detected_at,
+        "last_signal_at": max(item.detected_at for item in members),
+        "last_observed_at": max(item.observed_at for item in members),
+        "signal_count": len(members),
+        "message": worst.message,
+        "params": dict(worst.params),
+    }
+
+
+def _upsert_episodes(
+    db: Session, patient: IngestPatient, episodes: list[dict[str, Any]]
+) -> list[Any]:
+    """The alert rows after folding each episode in: one statement on PostgreSQL."""
+    shared = {"patient_id": patient.patient_id, "institution_id": patient.institution_id}
+    if db.get_bind().dialect.name != "postgresql":
+        return [db.execute(_ALERT_UPSERT_ONE, shared | values).one() for values in episodes]
+    columns: dict[str, Any] = {
+        name: _BinaryArray(values[name] for values in episodes)
+        for name in ("episode_key", "kind", "severity", "metric", "opened_at",
+                     "last_signal_at", "last_observed_at", "signal_count", "message")
+    }
+    columns["params"] = _BinaryArray(
+        orjson.dumps(values["params"]).decode() for values in episodes
+    )
+    return list(db.execute(_ALERT_UPSERT_MANY, shared | columns))
 
 
 def record_signals(
@@ -554,38 +668,23 @@ def record_signals(
     groups: dict[str, list[AlertSignal]] = {}
     for signal in signals:
         groups.setdefault(signal.episode_key, []).append(signal)
+    if not groups:
+        return []
+    episodes = [_episode_values(members) for members in groups.values()]
+    rows = {row.episode_key: row for row in _upsert_episodes(db, patient, episodes)}
     raised: list[RaisedAlert] = []
-    for episode_key, members in groups.items():
-        worst = max(members, key=lambda item: item.severity.rank)
-        first = members[0]
-        last_signal_at = max(item.detected_at for item in members)
-        values: dict[str, Any] = {
-            "patient_id": patient.patient_id,
-            "institution_id": patient.institution_id,
-            "episode_key": episode_key,
-            "kind": worst.kind.value,
-            "severity": worst.severity.value,
-            "status": AlertStatus.OPEN,
-            "metric": worst.metric.value if worst.metric is not None else None,
-            "opened_at": first.detected_at,
-            "last_signal_at": last_signal_at,
-            "last_observed_at": max(item.observed_at for item in members),
-            "signal_count": len(members),
-            "message": worst.message,
-            "params": dict(worst.params),
-            "unacknowledged_since": first.detected_at,
-            "resolution_note": "",
-        }
-        row = db.execute(_alert_upsert(db, values)).one()
+    channel = _TRIAGE_CHANNEL.format(institution_id=patient.institution_id)
+    for values in episodes:
+        row = rows[values["episode_key"]]
         alert = RaisedAlert(
-            alert_id=row.id, episode_key=episode_key, kind=row.kind, severity=row.severity,
+            alert_id=row.id, episode_key=row.episode_key, kind=row.kind, severity=row.severity,
             status=row.status, signal_count=row.signal_count,
-            opened=row.signal_count == len(members),
+            opened=row.signal_count == values["signal_count"],
         )
         raised.append(alert)
         publish_after_commit(
             db,
-            _TRIAGE_CHANNEL.format(institution_id=patient.institution_id),
+            channel,
             {
                 "type": "monitoring.alert",
                 "alert_id": alert.alert_id,
@@ -595,7 +694,7 @@ def record_signals(
                 "status": alert.status,
                 "signal_count": alert.signal_count,
                 "opened": alert.opened,
-                "at": last_signal_at.isoformat(),
+                "at": values["last_signal_at"].isoformat(),
             },
         )
     return raised
@@ -699,6 +798,9 @@ def ingest_items(
             outcome.alerts = record_signals(db, patient, signals)
             outcome.guidance = _guidance(signals)
             outcome.emergency = _emergency(patient, signals)
+        # A normal reading still ends missing-data alerts and moves the triage list.
+        readings_accepted(db, patient.institution_id, patient.patient_id,
+                          [reading for _, reading in created], received_at)
     return outcome
 
 

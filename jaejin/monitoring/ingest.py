@@ -548,7 +548,9 @@ def _rank_case(column: str) -> str:
 
 
 #: PostgreSQL: the same order, shorter (keeps the statement under psycopg's cache limit).
-_SEVERITY_ARRAY: Final = "{" + ",".join(sorted(Severity, key=lambda one: one.rank)) + "}"
+_SEVERITY_ARRAY: Final = "{" + ",".join(
+    value for _, value in sorted((severity.rank, severity.value) for severity in Severity)
+) + "}"
 
 
 def _rank_array(column: str) -> str:

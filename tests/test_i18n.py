@@ -129,7 +129,7 @@ def test_a_language_without_a_catalogue_falls_back_to_english() -> None:
 
 #: Languages translated in full for every capability (gettext directory names). A language is
 #: listed only when complete: a half-translated page is worse for a patient than English.
-COMPLETE_LANGUAGES = ("ja", "zh_Hans")
+COMPLETE_LANGUAGES = ("ja", "zh_Hans", "zh_Hant")
 #: Capabilities whose catalogues the patients' languages must cover.
 CAPABILITIES = tuple(sorted(path.parent.name for path in REPOSITORY.glob("jaejin/*/locales")))
 
@@ -204,6 +204,8 @@ def test_a_message_reads_the_same_in_every_capability(language: str) -> None:
             "Blood pressure": "血圧", "Glucose": "血糖"}),
     ("zh-Hans", {"Sign out": "退出登录", "Welcome, {name}": "欢迎您，佐藤",
                  "Blood pressure": "血压", "Glucose": "血糖"}),
+    ("zh-Hant", {"Sign out": "登出", "Welcome, {name}": "歡迎您，佐藤",
+                 "Blood pressure": "血壓", "Glucose": "血糖"}),
 ])
 def test_patients_languages_are_returned_with_their_parameters(
         language: str, expected: dict[str, str]) -> None:
@@ -220,6 +222,7 @@ def test_patients_languages_are_returned_with_their_parameters(
     ("ja-JP,ja;q=0.9,en;q=0.5", "ja",
      ("ログイン", "パスワード", "本文へスキップ", "招待を受け取る")),
     ("zh-CN,zh;q=0.9", "zh-Hans", ("登录", "密码", "跳至正文", "接受邀请")),
+    ("zh-TW,zh;q=0.9", "zh-Hant", ("登入", "密碼", "跳至主要內容", "接受邀請")),
 ])
 def test_the_sign_in_page_speaks_the_browsers_language(client, header: str, lang: str,
                                                        words: tuple[str, ...]) -> None:

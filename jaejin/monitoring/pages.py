@@ -61,6 +61,9 @@ from jaejin.monitoring.charts import (
 from jaejin.monitoring.ingest import IngestPatient, ItemStatus, ingest_items
 from jaejin.monitoring.jobs import alert_kind_label
 from jaejin.monitoring.parsers import parse_batch
+from jaejin.monitoring.photo_api import prepared, read_photo_form, save_photo
+from jaejin.monitoring.photo_store import patient_photos
+from jaejin.monitoring.photos import ACCEPTED_FORMATS, WOUND_PHOTO_MAX_BYTES
 from jaejin.monitoring.readings import Metric, Reading, metric_label
 from jaejin.monitoring.store import (
     AlertRow,
@@ -512,6 +515,7 @@ def _patient_page_context(db: Session, principal: Principal, patient: Patient,
         "snooze_choices": SNOOZE_CHOICES_MINUTES,
         "explanation": lambda row: alert_explanation(row, language),
         "alert_state": lambda row: alert_from_row(row).state_at(now).value,
+        **_photo_context(db, principal, patient, zone, staff=True),
         **_label_helpers(language),
     }
 
@@ -761,6 +765,7 @@ def _own_page_context(db: Session, principal: Principal, patient: Patient,
         "manual_metrics": MANUAL_METRICS, "entry_key": uuid.uuid4().hex,
         "local_now": now.astimezone(zone).strftime("%Y-%m-%dT%H:%M"),
         "institution": db.get(Institution, patient.institution_id),
+        **_photo_context(db, principal, patient, zone, staff=False),
         **_label_helpers(language),
     }
 
@@ -847,6 +852,117 @@ def _own_page_error(request: Request, principal: Principal, db: Session, patient
     db.commit()
     return render(request, "monitoring/me.html", principal, status_code=422,
                   entry_errors=messages, saved=None, **context)
+
+
+# ---------------------------------------------------------------------------- wound photos
+
+#: Wound photos shown on a page (the API lists more).
+PHOTOS_SHOWN = 24
+#: Who may send a photo for a patient from the care team's page: a coordinator on the
+#: patient's behalf, or a clinician.
+PHOTO_SENDERS = (Role.CLINICIAN, Role.COORDINATOR)
+
+
+def _photo_context(db: Session, principal: Principal, patient: Patient, zone: ZoneInfo, *,
+                   staff: bool) -> dict[str, Any]:
+    """The photo section of a page: the patient's newest photos (their list audit-logged; each
+    image the browser then fetches is logged as it is viewed) and where the form sends."""
+    photos = patient_photos(db, patient.id, PHOTOS_SHOWN)
+    if photos:
+        audit(db, principal, AuditEvent("search", "wound_photo", None, patient.id,
+                                        patient.institution_id,
+                                        detail={"returned": len(photos), "page": True}))
+    if staff:
+        may_send = any(principal.can_act_for(patient.institution_id, role)
+                       for role in PHOTO_SENDERS)
+        action = f"/monitoring/patients/{patient.id}/wound-photos" if may_send else None
+    else:
+        action = "/monitoring/me/wound-photos"
+    return {
+        "photos": photos, "photo_patient": patient, "photo_action": action,
+        "photo_patient_field": not staff, "zone": zone,
+        "photo_limit_mb": WOUND_PHOTO_MAX_BYTES // (1024 * 1024),
+        "photo_accept": ",".join(sorted(set(ACCEPTED_FORMATS.values()))),
+    }
+
+
+async def _receive_photo(request: Request, principal: Principal, db: Session,
+                         find_patient: Any, staff: bool, page: str) -> Response:
+    """Receive, check and store a photo sent from a page: the photo section again for htmx
+    (with the reason when refused), a redirect to the page otherwise."""
+    # Whose photo it is is settled before the file is received: no transaction meanwhile.
+    await run_in_threadpool(find_patient, None)
+    await run_in_threadpool(db.rollback)
+    htmx = _is_htmx(request)
+    language = request_language(request)
+
+    def section(patient: Patient, **extra: Any) -> dict[str, Any]:
+        return _photo_context(db, principal, patient, _zone(patient.time_zone), staff=staff) | extra
+
+    try:
+        form = await read_photo_form(request)
+        photo = await prepared(form)
+    except Problem as problem:
+        if not htmx:
+            raise
+        reason = translate(language, problem.message, **problem.params)
+        status = problem.status
+
+        def refused() -> Response:
+            context = section(find_patient(None), photo_error=reason)
+            db.commit()
+            return render(request, "monitoring/_wound_photos.html", principal,
+                          status_code=status, **context)
+
+        return await run_in_threadpool(refused)
+
+    def work() -> Response:
+        patient = find_patient(form.patient_field)
+        try:
+            stored = save_photo(db, principal, patient, form, photo)
+        except Problem as problem:
+            db.rollback()
+            if not htmx:
+                raise
+            context = section(patient, photo_error=translate(language, problem.message,
+                                                             **problem.params))
+            db.commit()
+            return render(request, "monitoring/_wound_photos.html", principal,
+                          status_code=problem.status, **context)
+        db.commit()
+        if not htmx:
+            return RedirectResponse(page.format(patient_id=patient.id), status_code=303)
+        context = section(patient, photo_saved=True, photo_duplicate=not stored.created)
+        db.commit()
+        return render(request, "monitoring/_wound_photos.html", principal,
+                      status_code=201 if stored.created else 200, **context)
+
+    return await run_in_threadpool(work)
+
+
+@page_router.post("/monitoring/me/wound-photos", response_class=HTMLResponse)
+async def own_wound_photo(request: Request, principal: PatientUser, db: DbSession) -> Response:
+    """A patient sends a photo of their wound from their own page."""
+
+    def find(patient_field: str | None) -> Patient:
+        raw = (patient_field or request.query_params.get("patient") or "").strip()
+        return _own_patient(db, principal, int(raw) if raw.isdigit() else None)
+
+    return await _receive_photo(request, principal, db, find, False,
+                                "/monitoring/me?patient={patient_id}#wound-photos")
+
+
+@page_router.post("/monitoring/patients/{patient_id}/wound-photos",
+                  response_class=HTMLResponse)
+async def staff_wound_photo(request: Request, patient_id: int, principal: Responder,
+                            db: DbSession) -> Response:
+    """A coordinator (or clinician) sends a photo on the patient's behalf."""
+
+    def find(_patient_field: str | None) -> Patient:
+        return workflow_api.load_patient(db, principal, patient_id, PHOTO_SENDERS)
+
+    return await _receive_photo(request, principal, db, find, True,
+                                "/monitoring/patients/{patient_id}#wound-photos")
 
 
 router.include_router(page_router)

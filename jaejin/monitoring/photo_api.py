@@ -89,6 +89,8 @@ class PhotoForm:
     taken_at: str | None
     body_site: str | None
     note: str
+    #: Which of their records a patient with several sends for (the pages' hidden field).
+    patient_field: str | None = None
 
 
 def _text(form: FormData, name: str, limit: int) -> str | None:
@@ -119,6 +121,7 @@ async def read_photo_form(request: Request) -> PhotoForm:
         data=data, filename=(upload.filename or "photo")[:255],
         taken_at=_text(form, "taken_at", 64), body_site=_text(form, "body_site", BODY_SITE_MAX),
         note=_text(form, "note", NOTE_MAX) or "",
+        patient_field=_text(form, "patient_id", 20),
     )
 
 

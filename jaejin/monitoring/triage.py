@@ -234,6 +234,20 @@ def baseline_changes(
     return changes
 
 
+def missing_data_ended(newest_reading_at: datetime, missing_after: timedelta | None,
+                       now: datetime) -> bool:
+    """Whether a reading taken at `newest_reading_at` ends a "no reading for N hours" alert.
+
+    The scheduled check raises it when the last reading is `missing_after` old or older; a
+    reading younger than that makes the condition false, and so does a plan that no longer
+    expects the metric (`missing_after` None). A late reading from before the gap ends
+    nothing.
+    """
+    if missing_after is None:
+        return True
+    return now - newest_reading_at < missing_after
+
+
 @dataclass(frozen=True, slots=True)
 class PatientStatus:
     """What triage knows about one patient: their alerts and their changes against baseline."""

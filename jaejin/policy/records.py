@@ -4,7 +4,7 @@
     decision = decide_for_visit(db, patient=patient, institution=institution, at=starts_at,
                                 mode="video", condition="I10", lang=principal.language)
     if decision.decision is DecisionKind.DENIED:
-        raise denial_problem(decision)          # 409 POLICY_DENIED, decision attached
+        raise policy_denied_problem(decision)   # 422 POLICY_DENIED, reasons and alternatives
 
 The engine itself (`jaejin.policy.engine`) is pure; this module reads the database (encounters,
 patient flags, consents, the institution's 30-day telemedicine share), builds the same
@@ -31,7 +31,7 @@ from jaejin.core.database import utcnow
 from jaejin.core.errors import FieldError, Problem, field_errors_from_pydantic
 from jaejin.core.i18n import N_
 from jaejin.directory.store import Consent, Encounter, Institution, Patient
-from jaejin.policy.decision import Decision
+from jaejin.policy.decision import Decision, PrescriptionVerdict
 from jaejin.policy.engine import evaluate
 from jaejin.policy.errors import RequestError
 from jaejin.policy.korean_time import KST
@@ -339,7 +339,7 @@ def decide_for_visit(
     packs loaded at start-up, `policy_registry()`). Returns the engine's `Decision`:
     `decision.decision` is DecisionKind.ALLOWED / CONDITIONAL / DENIED, with `reasons`,
     `conditions`, `prescriptions`, `documents` and `alternatives` (render them with the
-    template partial `policy/_decision.html`; refuse with `denial_problem(decision)`).
+    template partial `policy/_decision.html`; refuse with `policy_denied_problem(decision)`).
 
     A denied visit must not be booked or started. A conditional one may be booked; before it
     starts, call again with the facts that meet the conditions (identity_verified=True, consent
@@ -357,22 +357,76 @@ def decide_for_visit(
     return evaluate(request, registry or policy_registry())
 
 
-def denial_problem(decision: Decision) -> Problem:
-    """The 409 a booking or start route raises for a denied visit, with the decision attached.
+def prescription_source(decision: Decision, verdict: PrescriptionVerdict) -> str:
+    """The rule a prescription verdict rests on: the source of the decision's condition (or,
+    with no pack in force, its reason) of the same code. Verdicts carry no source themselves
+    because one rule judges every item of its kind."""
+    for condition in decision.conditions:
+        if condition.code is verdict.code:
+            return condition.source
+    for reason in decision.reasons:
+        if reason.code is verdict.code:
+            return reason.source
+    return decision.pack or ""
 
-    The body carries `decision` (the engine's JSON) so a client shows the reasons and the
-    alternatives (book in person; a tri-party consultation with the local physician).
+
+def refused_prescription_reasons(decision: Decision,
+                                 verdicts: Iterable[PrescriptionVerdict] | None = None,
+                                 ) -> list[dict[str, str]]:
+    """`{"code", "source", "message", "ingredient"}` of each refused prescription (all of the
+    decision's, or those in `verdicts`), in the decision's language."""
+    chosen = decision.prescriptions if verdicts is None else list(verdicts)
+    return [
+        {"code": str(verdict.code), "source": prescription_source(decision, verdict),
+         "message": verdict.message, "ingredient": verdict.ingredient}
+        for verdict in chosen if not verdict.allowed
+    ]
+
+
+VISIT_DENIED = N_("The telemedicine rules do not allow this visit: {reasons}")
+PRESCRIPTION_DENIED = N_("The telemedicine rules do not allow this prescription: {reasons}")
+
+
+def policy_denied_problem(decision: Decision,
+                          prescriptions: Sequence[PrescriptionVerdict] = ()) -> Problem:
+    """The one refusal for anything the telemedicine rules do not allow: 422 POLICY_DENIED.
+
+    Booking (`jaejin.scheduling`), checking in to and starting a visit, and prescribing in one
+    (`jaejin.visits`) all answer with it. The body carries, besides the translated `detail`:
+      reasons: `[{"code", "source", "message"}]`, the rules that deny (for a prescription, also
+        `ingredient`: each refused item of `prescriptions` with its rule's source);
+      conditions: `[{"code", "source", "message"}]`, what the decision still asks for;
+      alternatives: `[{"code", "message"}]`, what the patient can have instead;
+      decision: the engine's whole decision (`Decision.model_dump(mode="json")`).
+    Messages are in the decision's language (`lang` of the evaluation).
+
+    `prescriptions` names the verdicts being refused (a prescription the decision does not
+    allow); without them the decision itself must be a denial. ValueError when nothing is
+    refused: an allowed decision is never a refusal.
     """
+    refused = refused_prescription_reasons(decision, prescriptions)
+    denying = [
+        {"code": str(reason.code), "source": reason.source, "message": reason.message}
+        for reason in decision.reasons if reason.effect is Effect.DENY
+    ]
     if decision.decision is not DecisionKind.DENIED:
-        raise ValueError("only a denied decision is a refusal")
+        denying = []
+    if not denying and not refused:
+        raise ValueError("only a denied decision or a refused prescription is a refusal")
+    reasons = denying + refused
     return Problem(
-        409,
+        422,
         "POLICY_DENIED",
-        N_("The telemedicine rules do not allow this visit: {reasons}"),
-        params={"reasons": " ".join(
-            reason.message for reason in decision.reasons if reason.effect is Effect.DENY
-        )},
-        extra={"decision": decision.model_dump(mode="json")},
+        PRESCRIPTION_DENIED if prescriptions else VISIT_DENIED,
+        params={"reasons": " ".join(reason["message"] for reason in reasons)},
+        extra={
+            "reasons": reasons,
+            "conditions": [{"code": str(item.code), "source": item.source,
+                            "message": item.message} for item in decision.conditions],
+            "alternatives": [{"code": str(item.code), "message": item.message}
+                             for item in decision.alternatives],
+            "decision": decision.model_dump(mode="json"),
+        },
     )
 
 

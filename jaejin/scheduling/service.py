@@ -47,8 +47,8 @@ from jaejin.directory.store import (
 )
 from jaejin.policy.decision import Decision
 from jaejin.policy.errors import RequestError
-from jaejin.policy.records import decide_for_visit
-from jaejin.policy.vocabulary import DecisionKind, Effect
+from jaejin.policy.records import decide_for_visit, policy_denied_problem
+from jaejin.policy.vocabulary import DecisionKind
 from jaejin.scheduling import appointments as lifecycle
 from jaejin.scheduling import notifications
 from jaejin.scheduling.appointments import AppointmentStatus
@@ -684,23 +684,6 @@ def visit_condition(db: Session, patient: Patient, institution: Institution,
     return None
 
 
-def policy_denied(decision: Decision) -> Problem:
-    """422 POLICY_DENIED: the reasons that deny, and what the patient can have instead."""
-    denying = [reason for reason in decision.reasons if reason.effect is Effect.DENY]
-    return Problem(
-        422, "POLICY_DENIED",
-        N_("The telemedicine rules do not allow this visit: {reasons}"),
-        params={"reasons": " ".join(reason.message for reason in denying)},
-        extra={
-            "reasons": [{"code": str(reason.code), "message": reason.message,
-                         "source": reason.source} for reason in denying],
-            "alternatives": [{"code": str(item.code), "message": item.message}
-                             for item in decision.alternatives],
-            "decision": decision.model_dump(mode="json"),
-        },
-    )
-
-
 def judge_telemedicine(db: Session, *, patient: Patient, institution: Institution,
                        at: datetime, condition: str | None, tri_party: bool,
                        lang: str) -> Decision:
@@ -722,7 +705,7 @@ def judge_telemedicine(db: Session, *, patient: Patient, institution: Institutio
                       N_("The telemedicine rules cannot judge this visit: {fields}"),
                       params={"fields": str(error)}) from None
     if decision.decision is DecisionKind.DENIED:
-        raise policy_denied(decision)
+        raise policy_denied_problem(decision)
     return decision
 
 

@@ -8,11 +8,11 @@ problem is answered. The clinician's page drives its buttons through these same 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -23,11 +23,14 @@ from jaejin.core.errors import Problem, not_found
 from jaejin.core.i18n import N_
 from jaejin.directory.model import AwareDatetime, ConditionCode
 from jaejin.directory.store import Interpreter, Patient, Practitioner
+from jaejin.policy.units import ATC_CODE
 from jaejin.scheduling.store import Appointment
-from jaejin.visits import service, store
+from jaejin.visits import prescribing, service, store
 from jaejin.visits.lifecycle import IdentityVerificationMethod
+from jaejin.visits.prescribing import Judgement, PrescriptionInput
 from jaejin.visits.service import Actor, VisitContext
 from jaejin.visits.signalling import ParticipantRole
+from jaejin.visits.store import VisitPrescription
 from jaejin.visits.ws import local_physician_connected
 
 router = APIRouter(prefix="/api/v1/visits", tags=["visits"])
@@ -81,6 +84,90 @@ class NextAppointmentIn(_Strict):
     start: AwareDatetime
     visit_type: Annotated[str, Field(min_length=1, max_length=40)] = "follow_up"
     mode: Literal["video", "in_person"] = "video"
+
+
+def _atc_code(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    code = value.strip().upper()
+    if not ATC_CODE.match(code):
+        raise ValueError(N_("Not an ATC code: a letter, then digits and letters as in C08CA01."))
+    return code
+
+
+def _trimmed(value: str) -> str:
+    return value.strip()
+
+
+Trimmed = BeforeValidator(_trimmed)
+
+
+class PrescriptionCreate(_Strict):
+    """A prescription proposed for the visit's note (judged by the telemedicine rules)."""
+
+    ingredient: Annotated[str, Trimmed, Field(min_length=1, max_length=200)]
+    #: ATC code of the ingredient (e.g. C08CA01); optional, but lets the rules match it surely.
+    atc: Annotated[str | None, AfterValidator(_atc_code)] = None
+    strength: Annotated[str, Trimmed, Field(max_length=100)] = ""
+    frequency: Annotated[str, Trimmed, Field(max_length=100)] = ""
+    days_supply: Annotated[int, Field(ge=1, le=365)]
+    quantity: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    instructions: Annotated[str, Trimmed, Field(max_length=1000)] = ""
+    #: Narcotic or psychotropic by the regulator's product classification.
+    controlled: bool = False
+    #: What it is prescribed for, when not the visit's condition (a KCD code).
+    indication: ConditionCode | None = None
+
+    def as_input(self) -> PrescriptionInput:
+        return PrescriptionInput(
+            ingredient=self.ingredient, days_supply=self.days_supply, atc=self.atc,
+            strength=self.strength, frequency=self.frequency, quantity=self.quantity,
+            instructions=self.instructions, controlled=self.controlled,
+            indication=self.indication)
+
+
+class PolicyReasonOut(BaseModel):
+    code: str
+    source: str
+    message: str
+    ingredient: str | None = None
+
+
+class PrescriptionPublic(BaseModel):
+    id: int
+    visit_id: int
+    ingredient: str
+    atc: str | None
+    strength: str
+    frequency: str
+    days_supply: int
+    quantity: int | None
+    instructions: str
+    controlled: bool
+    indication: str | None
+    #: The rules' code that allowed it (PRESCRIPTION_OK, PRESCRIPTION_RECOMMENDATION_ONLY).
+    policy_code: str
+    #: The pack in force on `policy_day` (the visit's Korean day) that judged it.
+    policy_pack: str | None
+    policy_day: date
+    created_by: str | None
+    created_at: datetime
+
+
+class PrescriptionCheckPublic(BaseModel):
+    """What the rules say about a proposed prescription; nothing is stored."""
+
+    allowed: bool
+    ingredient: str
+    #: The item's verdict code: PRESCRIPTION_OK, PRESCRIPTION_PROHIBITED, DAYS_SUPPLY_LIMIT...
+    code: str
+    message: str
+    pack: str | None
+    decided_on: date
+    max_days: int | None
+    #: Why not (empty when allowed): each with the rule's source, in the caller's language.
+    reasons: list[PolicyReasonOut]
+    alternatives: list[dict[str, str]]
 
 
 class IdentityOut(BaseModel):
@@ -187,6 +274,27 @@ def _act(db: Session, principal: Principal, visit_id: int, action: Any) -> Visit
     context, actor = _load(db, principal, visit_id, for_update=True)
     service.committed(db, lambda: action(context, actor))
     return visit_out(db, context, actor)
+
+
+def prescription_out(db: Session, row: VisitPrescription) -> PrescriptionPublic:
+    return PrescriptionPublic(
+        id=row.id, visit_id=row.visit_id, ingredient=row.ingredient, atc=row.atc,
+        strength=row.strength, frequency=row.frequency, days_supply=row.days_supply,
+        quantity=row.quantity, instructions=row.instructions, controlled=row.controlled,
+        indication=row.indication, policy_code=row.policy_code, policy_pack=row.policy_pack,
+        policy_day=row.policy_day, created_by=service.user_display(db, row.created_by_user_id),
+        created_at=row.created_at)
+
+
+def check_out(judgement: Judgement) -> PrescriptionCheckPublic:
+    verdict, decision = judgement.verdict, judgement.decision
+    return PrescriptionCheckPublic(
+        allowed=judgement.allowed, ingredient=verdict.ingredient, code=str(verdict.code),
+        message=verdict.message, pack=decision.pack, decided_on=decision.decided_on,
+        max_days=verdict.max_days,
+        reasons=[PolicyReasonOut(**reason) for reason in judgement.reasons()],
+        alternatives=[] if judgement.allowed else [
+            {"code": str(item.code), "message": item.message} for item in decision.alternatives])
 
 
 # --------------------------------------------------------------------------- routes
@@ -368,3 +476,46 @@ def guest_link(visit_id: VisitId, principal: CurrentPrincipal, db: DbSession,
     link, url = service.committed(db, lambda: service.issue_guest_link(
         db, context, actor, base_url=settings.public_base_url, now=utcnow()))
     return GuestLinkOut(id=link.id, url=url, expires_at=link.expires_at, language=link.language)
+
+
+# --------------------------------------------------------------------------- prescriptions
+
+
+@router.get("/{visit_id}/prescriptions", response_model=list[PrescriptionPublic])
+def list_prescriptions(visit_id: VisitId, principal: CurrentPrincipal,
+                       db: DbSession) -> list[PrescriptionPublic]:
+    """The prescriptions on the visit's note, each with the rule and pack that allowed it."""
+    context, actor = _load(db, principal, visit_id)
+    rows = service.committed(db, lambda: prescribing.list_prescriptions(db, context, actor))
+    return [prescription_out(db, row) for row in rows]
+
+
+@router.post("/{visit_id}/prescriptions/check", response_model=PrescriptionCheckPublic)
+def check_prescription(visit_id: VisitId, body: PrescriptionCreate, principal: CurrentPrincipal,
+                       db: DbSession) -> PrescriptionCheckPublic:
+    """Would the rules allow this prescription on this visit, and why not? Stores nothing."""
+    context, actor = _load(db, principal, visit_id)
+    judgement = service.committed(db, lambda: prescribing.check_prescription(
+        db, context, actor, body.as_input()))
+    return check_out(judgement)
+
+
+@router.post("/{visit_id}/prescriptions", status_code=201, response_model=PrescriptionPublic)
+def add_prescription(visit_id: VisitId, body: PrescriptionCreate, principal: CurrentPrincipal,
+                     db: DbSession) -> PrescriptionPublic:
+    """Add a prescription to the note if the telemedicine rules of the visit's day allow it;
+    otherwise 422 POLICY_DENIED with the reasons (code, source, message) and nothing stored."""
+    context, actor = _load(db, principal, visit_id, for_update=True)
+    row, _judgement = service.committed(db, lambda: prescribing.add_prescription(
+        db, context, actor, body.as_input()))
+    return prescription_out(db, row)
+
+
+@router.delete("/{visit_id}/prescriptions/{prescription_id}", status_code=204)
+def remove_prescription(visit_id: VisitId, prescription_id: VisitId,
+                        principal: CurrentPrincipal, db: DbSession) -> Response:
+    """Withdraw a prescription while the note is open (kept in the record as removed)."""
+    context, actor = _load(db, principal, visit_id, for_update=True)
+    service.committed(db, lambda: prescribing.remove_prescription(
+        db, context, actor, prescription_id))
+    return Response(status_code=204)

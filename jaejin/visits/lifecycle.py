@@ -231,6 +231,21 @@ def _require_ready_to_start(
         raise VisitTransitionError(VisitErrorCode.LOCAL_PHYSICIAN_REQUIRED, state, event)
 
 
+def prescribing_open(state: VisitState, *, call_started: bool, note_signed: bool) -> bool:
+    """Whether the clinician may still write or withdraw prescriptions on the visit's note.
+
+    From the moment the call has started (in the call, or back in the waiting room after a
+    pause) through the wrap-up, until the note is signed: a prescription is part of the note,
+    and a signed note is final. Never before the patient has been seen, nor once the visit is
+    over (closed, missed, cancelled).
+    """
+    if note_signed:
+        return False
+    if state in (VisitState.IN_CALL, VisitState.WRAP_UP):
+        return True
+    return state is VisitState.WAITING_ROOM and call_started
+
+
 # --------------------------------------------------------------------------- clinician time
 
 

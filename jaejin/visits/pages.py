@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -42,11 +43,16 @@ from jaejin.core.authn import (
 )
 from jaejin.core.config import Settings
 from jaejin.core.database import utcnow
-from jaejin.core.errors import Problem, request_language
+from jaejin.core.errors import (
+    Problem,
+    field_errors_from_pydantic,
+    request_language,
+    validation_problem,
+)
 from jaejin.core.i18n import N_, translate
 from jaejin.policy.decision import Decision
 from jaejin.scheduling.display import dual_zone_label, zone_label
-from jaejin.visits import api, service, store, ws
+from jaejin.visits import api, prescribing, service, store, ws
 from jaejin.visits.api import VisitId
 from jaejin.visits.lifecycle import IdentityVerificationMethod, VisitState, is_terminal
 from jaejin.visits.service import Actor, Refusal, VisitContext
@@ -252,9 +258,10 @@ def visit_page(visit_id: VisitId, request: Request, principal: MaybePrincipal, d
     language = request_language(request)
     summary = service.patient_summary(db, viewer.context, viewer.actor)
     note = store.note_of(db, visit_id)
+    prescriptions = _prescriptions_context(db, viewer)
     db.commit()
     return render(request, "visits/visit.html", principal, **_common(viewer, language),
-                  **_panel_context(db, viewer), summary=summary, note=note,
+                  **_panel_context(db, viewer), **prescriptions, summary=summary, note=note,
                   patient_zone=ZoneInfo(viewer.context.patient.time_zone),
                   language_name=_language_name)
 
@@ -305,6 +312,128 @@ def status(visit_id: VisitId, request: Request, principal: MaybePrincipal, db: D
     db.commit()
     language = request_language(request)
     return render(request, "visits/_status.html", principal, **_common(viewer, language))
+
+
+# --------------------------------------------------------------------------- prescriptions
+#
+# The note's prescription section is swapped whole by htmx: each route answers the fragment,
+# with the rules' verdict or the refusal (422, which visit-panel.js lets htmx swap in).
+
+PRESCRIPTION_FIELDS = ("ingredient", "atc", "strength", "frequency", "days_supply", "quantity",
+                       "instructions", "controlled")
+_OPTIONAL_FIELDS = ("atc", "quantity")
+
+
+def _prescriptions_context(db: Session, viewer: Viewer, **shown: Any) -> dict[str, Any]:
+    """What `_prescriptions.html` needs; lists (and audits reading) the note's prescriptions."""
+    context, actor = viewer.context, viewer.actor
+    rows = prescribing.list_prescriptions(db, context, actor)
+    is_clinician = actor.role is ParticipantRole.CLINICIAN
+    values: dict[str, Any] = {}
+    return {
+        "prescriptions": rows, "rx_is_clinician": is_clinician,
+        "rx_can_write": is_clinician and prescribing.is_open(db, context),
+        "rx_check": None, "rx_problem": None, "rx_values": values, "rx_errors": {},
+        **shown,
+    }
+
+
+def _prescription_form(form: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in PRESCRIPTION_FIELDS:
+        raw = form.get(name)
+        if not isinstance(raw, str):
+            continue
+        if name == "controlled":
+            values[name] = raw in ("on", "true", "1")
+        elif raw.strip() or name not in _OPTIONAL_FIELDS:
+            values[name] = raw
+    return values
+
+
+def _render_prescriptions(request: Request, db: Session, viewer: Viewer,
+                          principal: Principal | None, *, status_code: int = 200,
+                          **shown: Any) -> Response:
+    language = request_language(request)
+    prescriptions = service.committed(db, lambda: _prescriptions_context(db, viewer, **shown))
+    db.commit()
+    return render(request, "visits/_prescriptions.html", principal, status_code=status_code,
+                  **_common(viewer, language), **prescriptions)
+
+
+async def _prescription_action(request: Request, db: Session, principal: Principal | None,
+                               visit_id: int, settings: Settings, *, dry_run: bool) -> Response:
+    """Check or add the posted prescription; answer the section with the verdict or refusal."""
+    await run_in_threadpool(db.commit)
+    form = await request.form(max_files=0, max_fields=20)
+    values = _prescription_form(form)
+
+    def act() -> Response:
+        viewer = _viewer(request, db, principal, visit_id, settings, for_update=not dry_run)
+        shown: dict[str, Any] = {"rx_values": values}
+        try:
+            body = api.PrescriptionCreate.model_validate(values)
+        except ValidationError as error:
+            language = request_language(request)
+            shown["rx_errors"] = {
+                item.field: item.rendered(language)["message"]
+                for item in field_errors_from_pydantic(error.errors(include_url=False))}
+            shown["rx_problem"] = validation_problem(error.errors()).body(language)
+            return _render_prescriptions(request, db, viewer, principal, status_code=422,
+                                         **shown)
+        try:
+            if dry_run:
+                shown["rx_check"] = prescribing.check_prescription(
+                    db, viewer.context, viewer.actor, body.as_input())
+            else:
+                _row, shown["rx_check"] = prescribing.add_prescription(
+                    db, viewer.context, viewer.actor, body.as_input())
+                shown["rx_values"] = {}
+        except Refusal as refusal:
+            db.commit()
+            shown["rx_problem"] = refusal.problem.body(request_language(request))
+            return _render_prescriptions(request, db, viewer, principal,
+                                         status_code=refusal.problem.status, **shown)
+        db.commit()
+        return _render_prescriptions(request, db, viewer, principal,
+                                     status_code=200 if dry_run else 201, **shown)
+
+    result: Response = await run_in_threadpool(act)
+    return result
+
+
+@page_router.get("/visits/{visit_id}/prescriptions", response_class=HTMLResponse)
+def prescriptions_section(visit_id: VisitId, request: Request, principal: MaybePrincipal,
+                          db: DbSession, settings: AppSettings) -> Response:
+    """The note's prescriptions (and the form, for the clinician while the note is open)."""
+    viewer = _viewer(request, db, principal, visit_id, settings)
+    return _render_prescriptions(request, db, viewer, principal)
+
+
+@page_router.post("/visits/{visit_id}/prescriptions/check", response_class=HTMLResponse)
+async def check_prescription(visit_id: VisitId, request: Request, principal: MaybePrincipal,
+                             db: DbSession, settings: AppSettings) -> Response:
+    """What the rules say about the form's prescription, before anything is saved."""
+    return await _prescription_action(request, db, principal, visit_id, settings, dry_run=True)
+
+
+@page_router.post("/visits/{visit_id}/prescriptions", response_class=HTMLResponse)
+async def add_prescription(visit_id: VisitId, request: Request, principal: MaybePrincipal,
+                           db: DbSession, settings: AppSettings) -> Response:
+    """Add the form's prescription if the rules allow it; else show why not (422)."""
+    return await _prescription_action(request, db, principal, visit_id, settings, dry_run=False)
+
+
+@page_router.post("/visits/{visit_id}/prescriptions/{prescription_id}/remove",
+                  response_class=HTMLResponse)
+def remove_prescription(visit_id: VisitId, prescription_id: VisitId, request: Request,
+                        principal: MaybePrincipal, db: DbSession,
+                        settings: AppSettings) -> Response:
+    """Withdraw a prescription from the open note."""
+    viewer = _viewer(request, db, principal, visit_id, settings, for_update=True)
+    service.committed(db, lambda: prescribing.remove_prescription(
+        db, viewer.context, viewer.actor, prescription_id))
+    return _render_prescriptions(request, db, viewer, principal)
 
 
 # --------------------------------------------------------------------------- before the call

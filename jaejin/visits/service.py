@@ -23,7 +23,7 @@ import io
 import logging
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -56,8 +56,8 @@ from jaejin.directory.store import (
 from jaejin.notify import OutgoingEmail, queue_email
 from jaejin.policy.decision import Decision
 from jaejin.policy.errors import RequestError
-from jaejin.policy.records import decide_for_visit
-from jaejin.policy.vocabulary import Code
+from jaejin.policy.records import decide_for_visit, policy_denied_problem
+from jaejin.policy.vocabulary import Code, DecisionKind
 from jaejin.scheduling import appointments as appointment_lifecycle
 from jaejin.scheduling.appointments import AppointmentStatus
 from jaejin.scheduling.display import zone_label
@@ -547,12 +547,13 @@ def open_visit(db: Session, appointment: Appointment, actor: AuditActor, *,
 
 
 def _decide(db: Session, patient: Patient, institution: Institution, appointment: Appointment,
-            *, condition: str, tri_party: bool, identity_verified: bool, lang: str) -> Decision:
+            *, condition: str, tri_party: bool, identity_verified: bool, lang: str,
+            prescriptions: Sequence[Mapping[str, Any]] = ()) -> Decision:
     try:
         return decide_for_visit(db, patient=patient, institution=institution,
                                 at=appointment.start_at, mode="video", condition=condition,
                                 tri_party=tri_party, identity_verified=identity_verified,
-                                lang=lang)
+                                prescriptions=prescriptions, lang=lang)
     except ValidationError as error:
         fields = ", ".join(".".join(str(part) for part in item["loc"])
                            for item in error.errors())
@@ -565,8 +566,10 @@ def _decide(db: Session, patient: Patient, institution: Institution, appointment
                       params={"fields": str(error)}) from None
 
 
-def decision_for(db: Session, context: VisitContext, lang: str) -> Decision:
-    """The policy's decision for the visit's own time, with what the visit has done so far."""
+def decision_for(db: Session, context: VisitContext, lang: str, *,
+                 prescriptions: Sequence[Mapping[str, Any]] = ()) -> Decision:
+    """The policy's decision for the visit's own time, with what the visit has done so far
+    (and the proposed `prescriptions`, request items `{"ingredient", "days", ...}`)."""
     condition = context.visit.condition_code
     if condition is None:
         raise Problem(409, "CONDITION_REQUIRED",
@@ -574,7 +577,8 @@ def decision_for(db: Session, context: VisitContext, lang: str) -> Decision:
                          "I10): the patient has no diagnosis recorded here."))
     return _decide(db, context.patient, context.institution, context.appointment,
                    condition=condition, tri_party=context.visit.tri_party,
-                   identity_verified=context.visit.identity_verified_at is not None, lang=lang)
+                   identity_verified=context.visit.identity_verified_at is not None, lang=lang,
+                   prescriptions=prescriptions)
 
 
 def _judged(db: Session, context: VisitContext, actor: Actor, event: VisitEvent) -> Decision:
@@ -617,6 +621,10 @@ def _move(db: Session, context: VisitContext, actor: Actor, event: VisitEvent,
                 "reasons": list(error.reasons),
                 "decision": decision.decision.value if decision else None},
                outcome="refused")
+        if decision is not None and decision.decision is DecisionKind.DENIED:
+            # The rules themselves refuse: the same answer as a refused booking (422
+            # POLICY_DENIED with the reasons, conditions and alternatives).
+            raise Refusal(policy_denied_problem(decision)) from None
         raise Refusal(_transition_problem(error, decision)) from None
     context.visit.state = after.value
     _audit(db, actor.audit_actor, context, "update",

@@ -1,5 +1,5 @@
 """Tables of the video visit: the visit itself, its call time, the clinician's note, the files
-shared in the call, and the local physician's guest links.
+shared in the call, the prescriptions on the note, and the local physician's guest links.
 
 A visit belongs to exactly one appointment (`jaejin.scheduling.store.Appointment`), which stays
 the source of who takes part: its patient, its practitioner and its interpreter. The visit keeps
@@ -17,7 +17,7 @@ content column is deferred so listing attachments never loads the bytes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -126,6 +126,45 @@ class VisitNote(Base):
     signed_at: Mapped[datetime | None]
 
 
+class VisitPrescription(Base):
+    """A prescription written on the visit's note, as the telemedicine rules judged it.
+
+    Only prescriptions the rules allowed are stored (a refused one is only an audit entry), each
+    with everything the engine was asked (ingredient, ATC, days, controlled, indication) and
+    what it answered (`policy_code`, the pack `policy_pack` in force on `policy_day`, the
+    visit's Korean calendar day), so an auditor can replay the decision under the rules of that
+    day. The note is one per visit, so the visit names it. A prescription taken back before the
+    note is signed keeps its row with `removed_at` (the record shows what was written and
+    withdrawn); the note's prescriptions are those without it.
+    """
+
+    __tablename__ = "visit_prescriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    visit_id: Mapped[int] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"), index=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    ingredient: Mapped[str] = mapped_column(String(200))
+    atc: Mapped[str | None] = mapped_column(String(7))
+    #: Free text as the clinician writes it: "5 mg tablet", "1 tablet twice a day".
+    strength: Mapped[str] = mapped_column(String(100), default="")
+    frequency: Mapped[str] = mapped_column(String(100), default="")
+    days_supply: Mapped[int]
+    quantity: Mapped[int | None]
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    #: Narcotic or psychotropic by the regulator's product classification (the clinician says).
+    controlled: Mapped[bool] = mapped_column(default=False)
+    #: The KCD code it is prescribed for, when not the visit's condition.
+    indication: Mapped[str | None] = mapped_column(String(20))
+    policy_code: Mapped[str] = mapped_column(String(40))
+    policy_pack: Mapped[str | None] = mapped_column(String(60))
+    policy_day: Mapped[date]
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    removed_at: Mapped[datetime | None]
+
+
 class VisitAttachment(Base):
     """A file shared in the call (chat), kept with the visit. See the module docstring."""
 
@@ -227,6 +266,17 @@ def open_interval(db: Session, visit_id: int) -> CallIntervalRow | None:
 
 def note_of(db: Session, visit_id: int) -> VisitNote | None:
     return db.execute(select(VisitNote).where(VisitNote.visit_id == visit_id)).scalar_one_or_none()
+
+
+def prescriptions_of(db: Session, visit_id: int) -> list[VisitPrescription]:
+    """The note's prescriptions (not removed), in the order written."""
+    return list(
+        db.execute(
+            select(VisitPrescription)
+            .where(VisitPrescription.visit_id == visit_id, VisitPrescription.removed_at.is_(None))
+            .order_by(VisitPrescription.created_at, VisitPrescription.id)
+        ).scalars()
+    )
 
 
 def attachments_of(db: Session, visit_id: int) -> list[VisitAttachment]:

@@ -28,7 +28,7 @@ from jaejin.policy.records import (
     bad_request_problem,
     daily_shares,
     decide_for_visit,
-    denial_problem,
+    policy_denied_problem,
     policy_registry,
     request_for_visit,
     telemedicine_counts,
@@ -408,18 +408,51 @@ def test_decide_for_visit_is_the_engine_on_the_request_built_from_the_records(
     assert decision.prescriptions[0].code is Code.PRESCRIPTION_PROHIBITED
 
 
-def test_a_denied_decision_becomes_a_409_carrying_the_decision(
+def test_a_denied_decision_becomes_the_one_422_policy_denied_with_reasons_and_alternatives(
     db: Session, clinic: Institution, patient: Patient
 ):
     decision = decide(db, patient, clinic, PILOT_2023)
-    problem = denial_problem(decision)
-    assert (problem.status, problem.code) == (409, "POLICY_DENIED")
+    problem = policy_denied_problem(decision)
+    assert (problem.status, problem.code) == (422, "POLICY_DENIED")
     body = problem.body("en")
     assert body["decision"]["decision"] == "denied"
     assert "first visit" in body["detail"].lower()
+    assert body["reasons"] and all(reason.keys() == {"code", "source", "message"}
+                                   for reason in body["reasons"])
+    assert "FIRST_VISIT_NOT_ALLOWED" in {reason["code"] for reason in body["reasons"]}
+    assert all(reason["source"] for reason in body["reasons"])
+    assert {item["code"] for item in body["alternatives"]} == {"IN_PERSON_VISIT"}
+    assert body["conditions"] == [
+        {"code": str(item.code), "source": item.source, "message": item.message}
+        for item in decision.conditions]
     allowed = decide(db, patient, clinic, PILOT_2025)
     with pytest.raises(ValueError, match="denied"):
-        denial_problem(allowed)
+        policy_denied_problem(allowed)
+
+
+def test_a_refused_prescription_is_the_same_422_naming_the_item_and_its_rule(
+    db: Session, clinic: Institution, patient: Patient
+):
+    seen(db, patient, clinic, PILOT_2025 - timedelta(days=10), conditions=["J30"])
+    decision = decide_for_visit(
+        db, patient=patient, institution=clinic, at=PILOT_2025, mode="video",
+        condition="J30", lang="ko", identity_verified=True,
+        prescriptions=[{"ingredient": "cetirizine", "days": 7},
+                       {"ingredient": "zolpidem", "days": 7}])
+    assert decision.decision is not DecisionKind.DENIED
+    allowed, refused = decision.prescriptions
+    problem = policy_denied_problem(decision, [refused])
+    assert (problem.status, problem.code) == (422, "POLICY_DENIED")
+    [reason] = problem.extra["reasons"]
+    assert reason["code"] == "PRESCRIPTION_PROHIBITED" and reason["ingredient"] == "zolpidem"
+    # The item's rule: the pack's prohibited groups, with its source.
+    pack = policy_registry().korean_rules_on(decision.decided_on)
+    assert pack is not None
+    assert reason["source"] == pack.pack.parameters.prohibited_drug_groups.source
+    assert reason["message"] == refused.message and "zolpidem" in reason["message"]
+    assert problem.body("ko")["detail"] != problem.body("en")["detail"]
+    with pytest.raises(ValueError, match="refused prescription"):
+        policy_denied_problem(decision, [allowed])
 
 
 def test_bad_records_are_named_never_guessed(db: Session, clinic: Institution):

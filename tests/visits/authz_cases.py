@@ -19,11 +19,12 @@ from jaejin.core.accounts import Role
 from jaejin.core.database import utcnow
 from jaejin.core.security import new_token, token_digest
 from jaejin.directory.store import Interpreter
+from jaejin.policy.korean_time import KST
 from jaejin.scheduling.public_holidays import KOREAN_PUBLIC_HOLIDAYS
 from jaejin.scheduling.schemas import AvailabilityIn
 from jaejin.scheduling.store import OwnerKind, get_availability_row, save_availability
 from jaejin.visits.lifecycle import VisitState
-from jaejin.visits.store import GuestLink, VisitAttachment, VisitNote
+from jaejin.visits.store import GuestLink, VisitAttachment, VisitNote, VisitPrescription
 from tests.authz import EVERYONE, Caller, RouteCase, WebSocketCase, World
 from tests.visits.conftest import add_interpreter, add_local_physician, make_visit
 
@@ -70,12 +71,45 @@ def setup(world: World) -> None:
                 {"weekday": day, "start": "08:00", "end": "20:00"} for day in range(1, 8)]})
             save_availability(db, OwnerKind.PRACTITIONER, actors.practitioners["a"].id,
                               actors.a.id, open_hours, updated_by="matrix")
+        prescribing = _visit_with_prescription(db, world)
         db.flush()
         world.extra["visits"] = {
             "main": main.id, "appointment": main.appointment_id, "attachment": attachment.id,
             "guest_visit": guest_visit.id, "guest_token": token,
-            "interpreter_a": interpreters["a"].id,
+            "interpreter_a": interpreters["a"].id, "prescribing": prescribing.visit_id,
         }
+
+
+RX_MARKER = "amlodipine"
+
+
+def _visit_with_prescription(db: Any, world: World) -> VisitPrescription:
+    """A visit of A in its call, with one prescription on the note (as the service stores it)."""
+    visit = make_visit(db, world.actors, "a", state=VisitState.IN_CALL, consent=True,
+                       identity=True)
+    start = utcnow()
+    row = VisitPrescription(
+        visit_id=visit.id, institution_id=visit.institution_id, patient_id=visit.patient_id,
+        ingredient=RX_MARKER, atc="C08CA01", strength="5 mg", frequency="once a day",
+        days_supply=30, instructions="", policy_code="PRESCRIPTION_OK",
+        policy_pack="kr-pilot-2025-10", policy_day=start.astimezone(KST).date())
+    db.add(row)
+    db.flush()
+    return row
+
+
+def _prescribing(world: World) -> dict[str, Any]:
+    return {"visit_id": _ids(world)["prescribing"]}
+
+
+def _prescription_to_remove(world: World) -> dict[str, Any]:
+    with world.session() as db:
+        row = _visit_with_prescription(db, world)
+        return {"visit_id": row.visit_id, "prescription_id": row.id}
+
+
+RX_BODY = {"ingredient": "cetirizine", "atc": "R06AE07", "days_supply": 7,
+           "strength": "10 mg", "frequency": "once a day"}
 
 
 def _interpreter_of(db: Any, world: World, key: str) -> Interpreter:
@@ -239,6 +273,26 @@ CASES: list[RouteCase | WebSocketCase] = [
                                  identity=True),
               json=lambda world, caller: {"start": _free_follow_up_slot(), "mode": "video"},
               own_institution_check=True),
+    # Prescriptions on the note: the visit's clinician writes them; the care team reads them.
+    RouteCase("GET", "/api/v1/visits/{visit_id}/prescriptions", CARE_TEAM,
+              path_params=_prescribing, own_institution_check=True,
+              markers=lambda world: [RX_MARKER]),
+    RouteCase("POST", "/api/v1/visits/{visit_id}/prescriptions/check", CLINICIAN,
+              path_params=_prescribing, json=_body(RX_BODY), own_institution_check=True),
+    RouteCase("POST", "/api/v1/visits/{visit_id}/prescriptions", CLINICIAN,
+              path_params=_prescribing, json=_body(RX_BODY), own_institution_check=True),
+    RouteCase("DELETE", "/api/v1/visits/{visit_id}/prescriptions/{prescription_id}", CLINICIAN,
+              path_params=_prescription_to_remove, own_institution_check=True),
+    RouteCase("GET", "/visits/{visit_id}/prescriptions", CARE_TEAM, path_params=_prescribing,
+              own_institution_check=True, markers=lambda world: [RX_MARKER]),
+    RouteCase("POST", "/visits/{visit_id}/prescriptions/check", CLINICIAN,
+              path_params=_prescribing, form=_body({**RX_BODY, "days_supply": "7"}),
+              own_institution_check=True),
+    RouteCase("POST", "/visits/{visit_id}/prescriptions", CLINICIAN,
+              path_params=_prescribing, form=_body({**RX_BODY, "days_supply": "7"}),
+              own_institution_check=True),
+    RouteCase("POST", "/visits/{visit_id}/prescriptions/{prescription_id}/remove", CLINICIAN,
+              path_params=_prescription_to_remove, own_institution_check=True),
     RouteCase("POST", "/api/v1/visits/{visit_id}/guest-links",
               frozenset({Role.CLINICIAN, Role.COORDINATOR}),
               path_params=_fresh(VisitState.WAITING_ROOM, consent=True, tri_party=True),

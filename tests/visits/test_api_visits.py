@@ -122,11 +122,15 @@ def test_a_visit_the_rules_no_longer_allow_cannot_check_in_and_the_answer_says_w
     response = client.post(f"/api/v1/visits/{visit.id}/arrive", json={"agree": True},
                            headers=as_(db, cast, "a", Role.PATIENT))
 
-    assert response.status_code == 409
+    # The same refusal as a booking the rules deny: 422 POLICY_DENIED, each reason with its rule.
+    assert response.status_code == 422
     body = problem(response)
-    assert body["code"] == "POLICY_DENIED_AT_START"
+    assert body["code"] == "POLICY_DENIED"
     assert body["decision"]["decision"] == "denied"
-    assert any("SHARE_CAP_EXCEEDED" in reason for reason in body["reasons"])
+    [reason] = [item for item in body["reasons"] if item["code"] == "SHARE_CAP_EXCEEDED"]
+    assert reason["source"] and reason["message"] in body["detail"]
+    assert "IN_PERSON_VISIT" in {item["code"] for item in body["alternatives"]}
+    assert "conditions" in body
     stored = fresh(db, visit.id)
     assert stored.state == "scheduled"
     assert stored.decision_at_check_in is not None
@@ -143,8 +147,9 @@ def test_a_visit_allowed_at_check_in_but_not_at_start_cannot_start(
     response = client.post(f"/api/v1/visits/{visit.id}/call/start",
                            headers=as_(db, cast, "a", Role.CLINICIAN))
 
-    assert response.status_code == 409
-    assert problem(response)["code"] == "POLICY_DENIED_AT_START"
+    assert response.status_code == 422
+    assert problem(response)["code"] == "POLICY_DENIED"
+    assert "SHARE_CAP_EXCEEDED" in {reason["code"] for reason in problem(response)["reasons"]}
     stored = fresh(db, visit.id)
     assert stored.state == "waiting_room"
     assert stored.decision_at_start is not None

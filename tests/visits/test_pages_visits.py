@@ -104,8 +104,8 @@ def test_a_refused_check_in_shows_the_rules_reasons_on_the_waiting_room_page(
         "agree": "on", "csrf_token": patient["X-CSRF-Token"]},
         headers={"cookie": patient["cookie"]}, follow_redirects=False)
 
-    assert response.status_code == 409
-    assert 'data-problem="POLICY_DENIED_AT_START"' in response.text
+    assert response.status_code == 422
+    assert 'data-problem="POLICY_DENIED"' in response.text
     assert 'data-code="SHARE_CAP_EXCEEDED"' in response.text
     assert 'data-code="IN_PERSON_VISIT"' in response.text
     again = client.get(f"/visits/{visit.id}/waiting", headers=patient)

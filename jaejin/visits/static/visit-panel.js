@@ -37,8 +37,10 @@
 
   function problemText(result, fallback) {
     if (result.payload && typeof result.payload.detail === 'string') {
+      // POLICY_DENIED's reasons are objects whose messages the detail already states; the
+      // lifecycle's own refusals list plain sentences.
       const reasons = Array.isArray(result.payload.reasons) ? result.payload.reasons : [];
-      return [result.payload.detail, ...reasons].join(' ');
+      return [result.payload.detail, ...reasons.filter((r) => typeof r === 'string')].join(' ');
     }
     return fallback;
   }
@@ -148,6 +150,16 @@
       });
     }
   }
+
+  // The prescription section (htmx): a refusal (409, 422) says why in the section
+  // it replaces, so let htmx swap it in like a success.
+  document.body.addEventListener('htmx:beforeSwap', (event) => {
+    const target = event.detail.target;
+    if ([409, 422].includes(event.detail.xhr.status) && target && target.id === 'visit-prescriptions') {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 
   const next = document.getElementById('next-appointment');
   if (next) {

@@ -333,3 +333,75 @@ CASES += [
     RouteCase("POST", "/monitoring/me/readings", frozenset({Role.PATIENT}),
               form=manual_reading),
 ]
+
+
+# ----------------------------------------------------------------------------- wound photos
+# Sending, listing and viewing wound photos (jaejin.monitoring.photo_api) and sending one from
+# the patient's or the care team's page (jaejin.monitoring.pages).
+
+PHOTO_MARKER = "MATRIX-WOUND-SITE-OF-A"
+PHOTOS = "/api/v1/patients/{patient_id}/wound-photos"
+
+
+def _photo_file(shade: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 12), (shade % 256, (shade // 256) % 256, 90)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _wound_photo(world: World) -> dict[str, int]:
+    """A photo of A's patient (made once, on first use)."""
+    found: dict[str, int] | None = world.extra.get("monitoring_photo")
+    if found is not None:
+        return found
+    from jaejin.monitoring.photo_store import store_wound_photo
+    from jaejin.monitoring.photos import prepare_photo
+
+    patient_id = world.actors.patients["a"].id
+    with world.session() as db:
+        patient_row = db.get(Patient, patient_id)
+        assert patient_row is not None
+        now = datetime.now(UTC)
+        stored = store_wound_photo(db, patient_row, prepare_photo(_photo_file(7)),
+                                   taken_at=now, received_at=now, uploaded_by="user:0",
+                                   body_site=PHOTO_MARKER)
+        found = {"patient_id": patient_id, "photo_id": stored.row.id}
+    world.extra["monitoring_photo"] = found
+    return found
+
+
+def photo_markers(world: World) -> list[str]:
+    _wound_photo(world)
+    return [PHOTO_MARKER]
+
+
+def send_photo(world: World, caller: Caller, case: RouteCase) -> Any:
+    url = case.path.format(**patient_a(world))
+    # The patient's own page sends for the caller's own record (no patient named).
+    data = {"csrf_token": caller.session_csrf} if caller.session_csrf else {}
+    return caller.client.post(url, files={"file": ("wound.jpg", _photo_file(next(_serial)),
+                                                   "image/jpeg")},
+                              data=data, headers=caller.auth_headers(), follow_redirects=False)
+
+
+CASES += [
+    RouteCase("POST", PHOTOS, WRITERS, call=send_photo, path_params=patient_a,
+              own_institution_check=True, markers=photo_markers),
+    RouteCase("GET", PHOTOS, READERS, path_params=patient_a, own_institution_check=True,
+              markers=photo_markers),
+    RouteCase("GET", PHOTOS + "/{photo_id}", READERS, path_params=_wound_photo,
+              own_institution_check=True, markers=photo_markers),
+    RouteCase("GET", PHOTOS + "/{photo_id}/image", READERS, path_params=_wound_photo,
+              own_institution_check=True, markers=photo_markers),
+    RouteCase("GET", PHOTOS + "/{photo_id}/thumbnail", READERS, path_params=_wound_photo,
+              own_institution_check=True, markers=photo_markers),
+    RouteCase("POST", "/monitoring/me/wound-photos", frozenset({Role.PATIENT}),
+              call=send_photo, markers=photo_markers),
+    RouteCase("POST", "/monitoring/patients/{patient_id}/wound-photos",
+              frozenset({Role.CLINICIAN, Role.COORDINATOR}), call=send_photo,
+              path_params=patient_a, own_institution_check=True, markers=photo_markers),
+]

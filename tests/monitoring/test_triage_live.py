@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from datetime import timedelta
+from itertools import pairwise
 
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
@@ -101,7 +102,7 @@ def test_at_most_one_refresh_per_second_and_none_later_than_a_second(gaps):
         requested.append(clock.now)
         refreshes.request("patient", "triage:1", {})
     advance_to(clock.now + 10)
-    assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in zip(sent, sent[1:]))
+    assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in pairwise(sent))
     for moment in requested:
         assert any(moment <= at <= moment + 1.0 + 1e-9 for at in sent), (moment, sent)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 
 from jaejin.core.i18n import N_, translate
@@ -37,6 +38,7 @@ from jaejin.monitoring.readings import (
 from jaejin.monitoring.units import (
     MISMATCHED_UNIT_MESSAGE,
     UNKNOWN_UNIT_MESSAGE,
+    UnitConversion,
     UnitError,
     conversion_for,
 )
@@ -330,6 +332,48 @@ class ReadingPointers:
     unit: Mapping[Metric, str] = field(default_factory=dict)
 
 
+@lru_cache(maxsize=1024)
+def known_conversion(metric: Metric, unit: str) -> UnitConversion | None:
+    """`units.conversion_for`, remembered (every reading of a batch asks): None when `unit` is
+    not a unit of `metric` (`conversion_for` then says why)."""
+    try:
+        return conversion_for(metric, unit)
+    except UnitError:
+        return None
+
+
+def assemble_readings(
+    converted: Sequence[tuple[Metric, float, str]],
+    effective_at: datetime,
+    device: str | None,
+    context: ImportContext,
+) -> tuple[Reading, ...]:
+    """An item's readings from its (metric, canonical value, LOINC code) triples.
+
+    Two values (systolic and diastolic) become a panel sharing a `panel_id`.
+    """
+    panel_id = None
+    if len(converted) > 1:
+        panel_id = panel_identifier(
+            context.patient_ref, effective_at, device, [value for _, value, _ in converted]
+        )
+    patient_ref, received_at = context.patient_ref, context.received_at
+    return tuple([
+        Reading(
+            patient_ref=patient_ref,
+            metric=metric,
+            value=value,
+            unit=CANONICAL_UNITS[metric],
+            loinc=loinc,
+            effective_at=effective_at,
+            source_device=device,
+            received_at=received_at,
+            panel_id=panel_id,
+        )
+        for metric, value, loinc in converted
+    ])
+
+
 def build_item(
     index: int,
     measurements: Sequence[Measurement],
@@ -344,41 +388,25 @@ def build_item(
     Two measurements (systolic and diastolic) become a panel sharing a `panel_id`.
     """
     problems: list[ImportProblem] = []
-    converted: list[tuple[Measurement, float, str]] = []
+    converted: list[tuple[Metric, float, str]] = []
     for measurement in measurements:
-        try:
-            conversion = conversion_for(measurement.metric, measurement.unit)
-        except UnitError as error:
-            problems.append(ImportProblem.from_unit_error(error, measurement.unit_pointer))
+        conversion = known_conversion(measurement.metric, measurement.unit)
+        if conversion is None:
+            try:
+                conversion_for(measurement.metric, measurement.unit)
+            except UnitError as error:
+                problems.append(ImportProblem.from_unit_error(error, measurement.unit_pointer))
             continue
         converted.append(
             (
-                measurement,
+                measurement.metric,
                 conversion.to_canonical(measurement.value),
                 glucose_loinc_after_conversion(measurement.loinc),
             )
         )
     if problems:
         return ParsedItem(index, problems=tuple(problems), key=key)
-    panel_id = None
-    if len(converted) > 1:
-        panel_id = panel_identifier(
-            context.patient_ref, effective_at, device, [value for _, value, _ in converted]
-        )
-    readings = tuple(
-        Reading(
-            patient_ref=context.patient_ref,
-            metric=measurement.metric,
-            value=value,
-            unit=CANONICAL_UNITS[measurement.metric],
-            loinc=loinc,
-            effective_at=effective_at,
-            source_device=device,
-            received_at=context.received_at,
-            panel_id=panel_id,
-        )
-        for measurement, value, loinc in converted
-    )
+    readings = assemble_readings(converted, effective_at, device, context)
     found = validate_readings(readings, context.received_at, context.clock_skew)
     if found:
         value_pointers = dict(pointers.value)

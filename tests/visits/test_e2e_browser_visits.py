@@ -9,9 +9,6 @@ session cookie the sign-in pages would have set (the sign-in flow has its own br
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 from sqlalchemy.orm import Session
@@ -33,7 +29,7 @@ from jaejin.core.security import new_token, token_digest
 from jaejin.visits.lifecycle import VisitState
 from jaejin.visits.pages import page_texts
 from jaejin.visits.store import GuestLink
-from tests.live_server import LiveServer, running_server
+from tests.live_server import LiveServer, running_server, uvicorn_process
 from tests.support import make_patient
 
 from .conftest import REDIS_TEST_URL, Cast, add_local_physician, make_visit, start_session
@@ -45,8 +41,9 @@ FAKE_MEDIA_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ]
-FRAMES_TIMEOUT_SECONDS = 25
-REPOSITORY = Path(__file__).resolve().parents[2]
+# A deadline, not a delay: video normally flows within seconds, but four browsers encoding and
+# decoding on a loaded two-core machine can take far longer.
+FRAMES_TIMEOUT_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +72,7 @@ class Person:
         self.name = name
         self.origin = origin
         self.context = chromium.new_context(base_url=origin)
-        self.context.set_default_timeout(15_000)
+        self.context.set_default_timeout(30_000)
         self.page = self.context.new_page()
         self.console: list[str] = []
         self.page.on("console", lambda message: self.console.append(message.text))
@@ -161,7 +158,7 @@ def test_patient_and_clinician_join_through_the_pages_see_each_other_and_survive
     doctor.page.wait_for_selector("[data-identity=id_document_on_video]")
     doctor.page.click("[data-action=start-call]")
     doctor.page.wait_for_selector("[data-action=end-call]")
-    patient.page.wait_for_selector(".visit-state[data-state=in_call]", timeout=12_000)
+    patient.page.wait_for_selector(".visit-state[data-state=in_call]", timeout=30_000)
 
     # The patient's network drops, then comes back: signalling reconnects, ICE restarts.
     reconnecting = translate("en", page_texts()["visit"]["status_reconnecting"])
@@ -207,7 +204,7 @@ def test_four_participants_with_interpreter_and_guest_local_physician_see_the_th
                    for me, person in browsers.items())
 
     eventually(everyone_sees_the_three_others, "each browser decodes the three others' video",
-               everyone, timeout=40)
+               everyone, timeout=90)
     for person in everyone:
         assert person.page.locator(".tile").count() == 4
     doctor = browsers[user_id(cast, Role.CLINICIAN)]
@@ -240,55 +237,19 @@ def test_another_patient_is_refused_at_the_rooms_websocket(
     assert page is not None and page.status == 403
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def two_workers(settings: Settings) -> Iterator[tuple[str, str]]:
     """Two uvicorn processes of the real app, sharing the database and a Redis (own prefix)."""
     prefix = f"jaejin-test:{uuid.uuid4().hex}:"
-    ports = [free_port(), free_port()]
-    processes = []
-    for port in ports:
-        environment = {
-            **os.environ, "JAEJIN_DATABASE_URL": settings.database_url,
-            "JAEJIN_REDIS_URL": REDIS_TEST_URL, "JAEJIN_VISITS_REDIS_PREFIX": prefix,
-            "JAEJIN_SECRET_KEY": settings.secret_key, "JAEJIN_ENVIRONMENT": "test",
-            "JAEJIN_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        }
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "jaejin.asgi:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
-            cwd=REPOSITORY, env=environment, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE))
-    origins = [f"http://127.0.0.1:{port}" for port in ports]
+    environment = {
+        "JAEJIN_DATABASE_URL": settings.database_url, "JAEJIN_REDIS_URL": REDIS_TEST_URL,
+        "JAEJIN_VISITS_REDIS_PREFIX": prefix, "JAEJIN_SECRET_KEY": settings.secret_key,
+        "JAEJIN_ENVIRONMENT": "test",
+    }
     try:
-        for origin, process in zip(origins, processes, strict=True):
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"worker exited: {process.stderr.read().decode()}"
-                                       if process.stderr else "worker exited")
-                try:
-                    if httpx.get(f"{origin}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{origin} did not start")
-                time.sleep(0.1)
-        yield origins[0], origins[1]
+        with uvicorn_process(environment) as first, uvicorn_process(environment) as second:
+            yield first.url, second.url
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
         client = redis.Redis.from_url(REDIS_TEST_URL)
         keys = list(client.scan_iter(match=f"{prefix}*"))
         if keys:
@@ -314,3 +275,33 @@ def test_two_server_processes_through_redis_one_participant_on_each_still_connec
                and decodes_from(patient, [user_id(cast, Role.CLINICIAN)]),
                "video flows between browsers signalled by two processes", [patient, doctor])
     assert patient.page.evaluate("location.port") != doctor.page.evaluate("location.port")
+
+
+def test_the_clinician_checks_a_prescription_sees_why_not_and_adds_an_allowed_one(
+        live: LiveServer, people: Callable[[str, str], Person], db: Session,
+        cast: Cast) -> None:
+    visit = make_visit(db, cast.actors, "a", state=VisitState.IN_CALL, consent=True,
+                       identity=True)
+    db.commit()
+    doctor = people(live.url, "doctor").sign_in_as(
+        start_session(db, cast.actors.person("a", Role.CLINICIAN).user.id))
+    page = doctor.page
+
+    page.goto(f"/visits/{visit.id}")
+    page.fill("#rx-ingredient", "zolpidem")
+    page.fill("#rx-days_supply", "7")
+    page.click("[data-action=check-prescription]")
+    # The rules' refusal is swapped in (htmx), each reason with its rule's source.
+    page.wait_for_selector("[data-verdict=refused] [data-code=PRESCRIPTION_PROHIBITED]")
+    assert "zolpidem" in page.inner_text("[data-verdict=refused]")
+    page.click("[data-action=add-prescription]")
+    page.wait_for_selector("[data-problem=POLICY_DENIED] [data-code=PRESCRIPTION_PROHIBITED]")
+    assert page.locator("[data-prescription]").count() == 0
+
+    page.fill("#rx-ingredient", "amlodipine")
+    page.fill("#rx-atc", "C08CA01")
+    page.fill("#rx-days_supply", "30")
+    page.click("[data-action=add-prescription]")
+    page.wait_for_selector("[data-prescription][data-policy-code=PRESCRIPTION_OK]")
+    assert page.locator("[data-verdict=allowed]").count() == 1
+    assert not [line for line in doctor.console if "pageerror" in line]

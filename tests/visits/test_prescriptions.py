@@ -5,7 +5,7 @@ with the code and pack that allowed it, so an auditor can replay it."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import Role, User
 from jaejin.core.database import utcnow
-from jaejin.directory.store import Patient
+from jaejin.directory.store import Encounter, Patient
 from jaejin.policy import evaluate
 from jaejin.policy.korean_time import KST
 from jaejin.policy.records import policy_registry, request_for_visit
@@ -454,3 +454,22 @@ def test_the_page_form_names_a_bad_field(client: Any, db: Session, cast: Cast) -
     assert 'id="rx-days_supply-error"' in response.text and 'id="rx-atc-error"' in response.text
     assert stored(db, visit.id) == []
 
+
+
+def test_nothing_is_prescribed_on_a_visit_the_rules_deny(client: Any, db: Session,
+                                                         cast: Cast) -> None:
+    visit = in_call(db, cast)
+    # Institution A now does almost all its work by video: over the 30 % share cap.
+    for days in range(1, 11):
+        db.add(Encounter(institution_id=cast.actors.a.id, patient_id=visit.patient_id,
+                         mode="video", kind="visit", started_at=utcnow() - timedelta(days=days),
+                         conditions=["I10"]))
+    db.commit()
+
+    response = prescribe(client, visit, clinician(db, cast))
+
+    assert response.status_code == 422, response.text
+    refused = problem(response)
+    assert refused["code"] == "POLICY_DENIED" and refused["decision"]["decision"] == "denied"
+    assert [reason["code"] for reason in refused["reasons"]] == ["SHARE_CAP_EXCEEDED"]
+    assert stored(db, visit.id) == []

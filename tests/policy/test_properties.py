@@ -159,3 +159,20 @@ def test_a_stored_decision_reads_back_unchanged(data: dict[str, Any]) -> None:
     decision = evaluate(parse_request(data), REGISTRY)
     stored = decision.model_dump(mode="json")
     assert Decision.model_validate(stored).model_dump(mode="json") == stored
+
+
+@SETTINGS
+@given(requests(modes=["video", "phone"]),
+       st.lists(st.fixed_dictionaries({"ingredient": st.sampled_from(ORDINARY + NARCOTICS),
+                                       "days": st.integers(1, 120)}), min_size=1, max_size=4))
+def test_a_prescriptions_verdict_is_the_same_alone_or_after_the_notes_others(
+    data: dict[str, Any], note: list[dict[str, Any]],
+) -> None:
+    # Prescribing in a visit asks the note's items with the proposed one last and takes the last
+    # verdict: that is the item's own verdict, whatever else the note holds.
+    *earlier, proposed = note
+    alone = dict(data, prescriptions=[proposed])
+    together = dict(data, prescriptions=[*earlier, proposed])
+    verdicts = _decide(together)["prescriptions"]
+    assert len(verdicts) == len(note)
+    assert verdicts[-1] == _decide(alone)["prescriptions"][0]

@@ -41,7 +41,7 @@ from jaejin.core.errors import Problem, not_found
 from jaejin.core.i18n import N_
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
-from jaejin.scheduling import notifications, pages, service
+from jaejin.scheduling import notifications, pages, service, wire
 from jaejin.scheduling.appointments import AppointmentStatus
 from jaejin.scheduling.calendar_files import InvitationMethod
 from jaejin.scheduling.errors import SchedulingError
@@ -104,6 +104,16 @@ def compressed_json(request: Request, body: bytes) -> Response:
                     headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
 
 
+def pieces_json(request: Request, pieces: list[wire.Piece]) -> Response:
+    """`compressed_json` of an answer made of pieces: gzipped from the pieces' kept
+    compressed forms (`jaejin.scheduling.wire`) rather than compressed again."""
+    if wire.size(pieces) < COMPRESS_FROM_BYTES or "gzip" not in request.headers.get(
+            "accept-encoding", ""):
+        return Response(wire.joined(pieces), media_type=JSON)
+    return Response(wire.gzipped(pieces), media_type=JSON,
+                    headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+
+
 def scheduling_call(principal: Principal, call: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a pure rule, answering its SchedulingError as a problem in the caller's language."""
     try:
@@ -147,10 +157,12 @@ class AppointmentPatch(BaseModel):
     interpreter_language: LanguageTag | None = None
 
 
-def appointment_json(db: Session, appointment: Appointment, *, with_outbox: bool
+def appointment_json(db: Session, appointment: Appointment, *, with_outbox: bool,
+                     institution: Institution | None = None, patient: Patient | None = None
                      ) -> dict[str, Any]:
-    institution = db.get(Institution, appointment.institution_id)
-    patient = db.get(Patient, appointment.patient_id)
+    """The wire form; `institution` and `patient` when already at hand (else read)."""
+    institution = institution or db.get(Institution, appointment.institution_id)
+    patient = patient or db.get(Patient, appointment.patient_id)
     assert institution is not None and patient is not None
     institution_zone = resolve_zone(institution.time_zone)
     patient_zone = resolve_zone(patient.time_zone)
@@ -302,19 +314,20 @@ def search_slots(
     a free interpreter are listed. Without a needed language it is false.
     """
     requested_zone: ZoneInfo = scheduling_call(principal, resolve_zone, tz)
-    institution = service.choose_institution(db, principal, practitioner_id, institution_id)
-    practitioner = service.practitioner_at(db, practitioner_id, institution.id)
-    schedule: service.Schedule = scheduling_call(principal, service.schedule_for, db,
-                                                 practitioner, institution, visit_type, mode)
+    schedule: service.Schedule = scheduling_call(
+        principal, service.search_schedule, db, principal, practitioner_id, institution_id,
+        visit_type, mode)
+    institution, practitioner = schedule.institution, schedule.practitioner
     patient = _patient_for_search(db, principal, institution, patient_id)
     language = service.interpreter_language_needed(practitioner, patient, interpreter_language)
     if language is not None:
         scheduling_call(principal, service.require_interpreter_language, db, institution.id,
                         language)
     if language is None and patient is None:
-        wire: bytes = scheduling_call(principal, service.free_slots_wire, db, schedule, start,
-                                      end, requested_zone, now=utcnow())
-        return compressed_json(request, wire)
+        pieces: list[wire.Piece] = scheduling_call(
+            principal, service.free_slots_wire, db, schedule, start, end, requested_zone,
+            now=utcnow())
+        return pieces_json(request, pieces)
     slots = scheduling_call(principal, service.find_slots, db, schedule, start, end,
                             requested_zone, now=utcnow(), interpreter_language=language,
                             patient=patient)
@@ -338,12 +351,10 @@ def create_appointment(body: AppointmentCreate, principal: Booker, db: DbSession
         start=body.start.astimezone(UTC), visit_type=body.visit_type, mode=body.mode,
         interpreter_language=body.interpreter_language, interpreter_id=body.interpreter_id,
         condition=body.condition, tri_party=body.tri_party)
-    # Loaded here and held while the answer is written: the booking finds them in the
-    # session, and the answer reads nothing again.
-    patient = db.get(Patient, body.patient_id)
-    _held = (patient, db.get(Institution, patient.institution_id) if patient else None)
-    appointment = service.book(db, principal, request, settings=settings)
-    content = appointment_json(db, appointment, with_outbox=False)
+    appointment, rows = service.book_with_rows(db, principal, request, settings=settings)
+    # Written before the commit, from the rows the booking read: nothing is read again.
+    content = appointment_json(db, appointment, with_outbox=False,
+                               institution=rows.institution, patient=rows.patient)
     db.commit()
     return Response(orjson.dumps(content), status_code=201, media_type=JSON,
                     headers={"Location": f"/api/v1/appointments/{appointment.id}"})

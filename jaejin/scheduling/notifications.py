@@ -157,7 +157,8 @@ def _enqueue_all(db: Session, rows: list[dict[str, Any]]) -> None:
     """The outbox rows in one statement, in the caller's transaction (`events.enqueue` row by
     row would cost a round trip each on the booking's hot path)."""
     if rows:
-        db.execute(_QUEUE, rows)
+        # Through the connection: a plain multi-row INSERT, no ORM bulk-insert bookkeeping.
+        db.connection().execute(_QUEUE, rows)
 
 
 def reminder_offsets(settings: Settings) -> list[timedelta]:

@@ -17,7 +17,7 @@ the wire and these calls, and commit. Each action, in one transaction:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any, ParamSpec
@@ -50,7 +50,7 @@ from jaejin.policy.errors import RequestError
 from jaejin.policy.records import decide_for_visit, policy_denied_problem
 from jaejin.policy.vocabulary import DecisionKind
 from jaejin.scheduling import appointments as lifecycle
-from jaejin.scheduling import notifications
+from jaejin.scheduling import notifications, wire
 from jaejin.scheduling.appointments import AppointmentStatus
 from jaejin.scheduling.errors import ErrorCode, SchedulingError
 from jaejin.scheduling.model import (
@@ -78,18 +78,27 @@ from jaejin.scheduling.slots import (
 from jaejin.scheduling.store import (
     BLOCK_MINUTES,
     Appointment,
+    BookingRows,
     OwnerKind,
     ResourceKind,
+    add_appointment,
+    booking_rows,
+    claim_blocks,
     claim_occupancy,
     holders_of,
+    hours_of_version,
     interpreters_busy,
     load_availability,
-    patient_busy,
+    load_hours,
+    practitioner_and_patient_busy,
     practitioner_busy,
+    practitioner_workplaces,
     release_occupancy,
+    remove_appointment,
     resource_key,
     save_availability,
 )
+from jaejin.scheduling.wire import Piece
 from jaejin.scheduling.zones import resolve_zone
 
 #: Staff who book for their institution's patients.
@@ -442,21 +451,57 @@ class Schedule:
     availability: Availability
     visit_type: VisitType
     mode: VisitMode
+    #: Stands for `availability` in cache keys (the saved hours' version: cheap to hash);
+    #: None: the hours themselves are the key.
+    hours_key: Hashable | None = None
+
+    @property
+    def grid_key(self) -> tuple[Hashable, str, str, str]:
+        hours = self.availability if self.hours_key is None else self.hours_key
+        return (hours, self.zone.key, self.visit_type.code, self.mode.value)
 
 
 def schedule_for(db: Session, practitioner: Practitioner, institution: Institution,
                  visit_type_code: str, mode: VisitMode) -> Schedule:
+    hours_key, availability = load_hours(db, OwnerKind.PRACTITIONER, practitioner.id,
+                                         institution.id)
+    return schedule_of(practitioner, institution, hours_key, availability, visit_type_code,
+                       mode)
+
+
+def schedule_of(practitioner: Practitioner, institution: Institution, hours_key: Hashable,
+                availability: Availability, visit_type_code: str, mode: VisitMode
+                ) -> Schedule:
+    """The schedule from hours already read (raises SchedulingError for a visit type or mode
+    not offered)."""
     visit_type = visit_type_by_code(visit_type_code)
     ensure_mode_offered(visit_type, mode)
-    return Schedule(
-        institution=institution,
-        practitioner=practitioner,
-        zone=resolve_zone(institution.time_zone),
-        availability=load_availability(db, OwnerKind.PRACTITIONER, practitioner.id,
-                                       institution.id),
-        visit_type=visit_type,
-        mode=mode,
-    )
+    return Schedule(institution=institution, practitioner=practitioner,
+                    zone=resolve_zone(institution.time_zone), availability=availability,
+                    visit_type=visit_type, mode=mode, hours_key=hours_key)
+
+
+def search_schedule(db: Session, principal: Principal, practitioner_id: int,
+                    requested_institution: int | None, visit_type_code: str, mode: VisitMode
+                    ) -> Schedule:
+    """The schedule a slot search is about, read in one query: the practitioner at the
+    institution asked for, or the only one the practitioner and the caller share (404 when
+    there is none, 422 INSTITUTION_REQUIRED when several). SchedulingError for a visit type or
+    mode not offered."""
+    visible = institutions_seen_by(principal)
+    if requested_institution is not None:
+        visible &= {requested_institution}
+    places = practitioner_workplaces(db, practitioner_id, visible)
+    if not places:
+        raise not_found("practitioner")
+    if len(places) > 1:
+        raise Problem(422, "INSTITUTION_REQUIRED",
+                      N_("This practitioner works at several of your institutions: say which "
+                         "one (institution_id)."))
+    place = places[0]
+    hours_key, availability = hours_of_version(db, place.hours)
+    return schedule_of(place.practitioner, place.institution, hours_key, availability,
+                       visit_type_code, mode)
 
 
 def find_slots(
@@ -483,13 +528,17 @@ def find_slots(
     validate_date_range(start_date, end_date, max_days)
     requested = search_interval(start_date, end_date, range_zone)
     reach = requested.end + schedule.visit_type.step
-    busy = practitioner_busy(db, schedule.practitioner.id, requested.start, reach,
-                             excluding=excluding)
-    slots = free_grid_slots(schedule, requested, now=now, busy=busy)
-    if patient is not None and slots:
-        own = IntervalSet(patient_busy(db, patient.id, requested.start, reach,
-                                       excluding=excluding))
-        if own:
+    if patient is None:
+        busy = practitioner_busy(db, schedule.practitioner.id, requested.start, reach,
+                                 excluding=excluding)
+        slots = free_grid_slots(schedule, requested, now=now, busy=busy)
+    else:
+        busy, patient_times = practitioner_and_patient_busy(
+            db, schedule.practitioner.id, patient.id, requested.start, reach,
+            excluding=excluding)
+        slots = free_grid_slots(schedule, requested, now=now, busy=busy)
+        own = IntervalSet(patient_times)
+        if own and slots:
             slots = [slot for slot in slots if not own.overlaps(slot.start, slot.end)]
     if interpreter_language is None or not slots:
         return slots
@@ -511,13 +560,12 @@ def find_slots(
 # hours are part of the key: saving new hours starts new grids). Equivalent to
 # `slots.compute_slots` without interpreter windows (tests/scheduling/test_booking_grids.py).
 _GRID_OWNERS_LIMIT = 1024
-_grids: dict[tuple[Availability, str, str, str], dict[date, tuple[Slot, ...]]] = {}
+_grids: dict[tuple[Hashable, str, str, str], dict[date, tuple[Slot, ...]]] = {}
 
 
 def day_grids(schedule: Schedule) -> dict[date, tuple[Slot, ...]]:
     """The cached grids of a schedule, by local date of its zone."""
-    key = (schedule.availability, schedule.zone.key, schedule.visit_type.code,
-           schedule.mode.value)
+    key = schedule.grid_key
     grids = _grids.get(key)
     if grids is None:
         if len(_grids) >= _GRID_OWNERS_LIMIT:
@@ -559,45 +607,53 @@ def free_grid_slots(schedule: Schedule, requested: Interval, *, now: datetime,
 
 
 _DAY_WIRES_LIMIT = 1 << 16
-_day_wires: dict[tuple[Any, ...], tuple[bytes, tuple[bytes, ...]]] = {}
+_day_wires: dict[tuple[Any, ...], tuple[Piece, tuple[bytes, ...]]] = {}
 
 
 def _day_wire(schedule: Schedule, day: date, slots: tuple[Slot, ...],
-              requested_zone: ZoneInfo) -> tuple[bytes, tuple[bytes, ...]]:
-    """A day's slots in wire form: the whole day joined, and each slot on its own."""
-    key = (schedule.availability, schedule.zone.key, schedule.visit_type.code,
-           schedule.mode.value, day, requested_zone.key)
+              requested_zone: ZoneInfo) -> tuple[Piece, tuple[bytes, ...]]:
+    """A day's slots in wire form: the whole day as one piece (its compressed form is kept
+    with it), and each slot on its own."""
+    key = (*schedule.grid_key, day, requested_zone.key)
     found = _day_wires.get(key)
     if found is None:
         if len(_day_wires) >= _DAY_WIRES_LIMIT:
             _day_wires.clear()
         parts = tuple(_slot_wire(slot.start, slot.end, schedule.zone, requested_zone, False)
                       for slot in slots)
-        found = _day_wires[key] = (b",".join(parts), parts)
+        found = _day_wires[key] = (Piece(b",".join(parts)), parts)
     return found
 
 
 def free_slots_wire(db: Session, schedule: Schedule, start_date: date, end_date: date,
-                    requested_zone: ZoneInfo, *, now: datetime) -> bytes:
-    """`slots_wire(find_slots(...))` when no interpreter and no patient is involved: days
-    wholly free are copied as one piece from the cache, the rest slot by slot."""
+                    requested_zone: ZoneInfo, *, now: datetime) -> list[Piece]:
+    """`slots_wire(find_slots(...))` when no interpreter and no patient is involved, as
+    pieces (`jaejin.scheduling.wire`): days wholly free are cached pieces, the rest is made
+    slot by slot."""
     validate_date_range(start_date, end_date)
     requested = search_interval(start_date, end_date, requested_zone)
     busy = practitioner_busy(db, schedule.practitioner.id, requested.start,
                              requested.end + schedule.visit_type.step)
-    return wire_of_free_slots(schedule, requested, requested_zone, now=now, busy=busy)
+    return free_slot_pieces(schedule, requested, requested_zone, now=now, busy=busy)
 
 
 def wire_of_free_slots(schedule: Schedule, requested: Interval, requested_zone: ZoneInfo, *,
                        now: datetime, busy: Sequence[Interval]) -> bytes:
     """The JSON of `free_grid_slots` (see `free_slots_wire`)."""
+    return wire.joined(free_slot_pieces(schedule, requested, requested_zone, now=now,
+                                        busy=busy))
+
+
+def free_slot_pieces(schedule: Schedule, requested: Interval, requested_zone: ZoneInfo, *,
+                     now: datetime, busy: Sequence[Interval]) -> list[Piece]:
+    """The JSON of `free_grid_slots` as pieces (see `free_slots_wire`)."""
     taken = IntervalSet(busy)
     earliest = max(requested.start, now)
     zone = schedule.zone
     day = requested.start.astimezone(zone).date()
     last = (requested.end - timedelta(microseconds=1)).astimezone(zone).date()
     grids = day_grids(schedule)
-    chunks: list[bytes] = []
+    chunks: list[Piece] = []
     previous_start: datetime | None = None
     while day <= last:
         slots = grid_on(schedule, day, grids)
@@ -607,29 +663,61 @@ def wire_of_free_slots(schedule: Schedule, requested: Interval, requested_zone: 
         if previous_start is not None and slots[0].start < previous_start:
             # A clock change reordered days (never in Korea): take the exact, sorted path.
             found = free_grid_slots(schedule, requested, now=now, busy=busy)
-            return slots_wire(found, zone, requested_zone)
+            return [Piece(slots_wire(found, zone, requested_zone), wire.ONE_OFF_LEVEL)]
         previous_start = slots[-1].start
         whole, parts = _day_wire(schedule, day - timedelta(days=1), slots, requested_zone)
         if (slots[0].start >= earliest and slots[-1].start < requested.end
                 and not (taken and taken.overlaps(slots[0].start, slots[-1].occupied_until))):
             chunks.append(whole)
             continue
-        chunks.extend(
-            part for slot, part in zip(slots, parts, strict=True)
-            if earliest <= slot.start < requested.end
-            and not (taken and taken.overlaps(slot.start, slot.occupied_until)))
-    return b"[" + b",".join(chunks) + b"]"
+        kept = [part for slot, part in zip(slots, parts, strict=True)
+                if earliest <= slot.start < requested.end
+                and not (taken and taken.overlaps(slot.start, slot.occupied_until))]
+        if kept:
+            chunks.append(Piece(b",".join(kept), wire.ONE_OFF_LEVEL))
+    return wire.json_array(chunks)
 
 
 def next_free(db: Session, schedule: Schedule, after: datetime, *, now: datetime,
               interpreter_language: str | None, patient: Patient | None,
               excluding: int | None = None) -> list[Slot]:
-    """The first few free slots from `after` on: what a 409 offers instead."""
+    """The first few free slots from `after` on: what a 409 offers instead.
+
+    The same slots as `find_slots` over the horizon, but the grid is walked day by day only
+    until enough are found (a 409 must stay cheap: a burst on one slot answers many)."""
     first = max(after, now).astimezone(schedule.zone).date()
-    found = find_slots(db, schedule, first, first + timedelta(days=NEXT_FREE_HORIZON_DAYS - 1),
-                       schedule.zone, now=now, interpreter_language=interpreter_language,
-                       patient=patient, excluding=excluding)
-    return [slot for slot in found if slot.start >= after][:NEXT_FREE_COUNT]
+    last = first + timedelta(days=NEXT_FREE_HORIZON_DAYS - 1)
+    if interpreter_language is not None:
+        found = find_slots(db, schedule, first, last, schedule.zone, now=now,
+                           interpreter_language=interpreter_language, patient=patient,
+                           excluding=excluding)
+        return [slot for slot in found if slot.start >= after][:NEXT_FREE_COUNT]
+    requested = search_interval(first, last, schedule.zone)
+    reach = requested.end + schedule.visit_type.step
+    own: list[Interval] = []
+    if patient is None:
+        busy = practitioner_busy(db, schedule.practitioner.id, requested.start, reach,
+                                 excluding=excluding)
+    else:
+        busy, own = practitioner_and_patient_busy(db, schedule.practitioner.id, patient.id,
+                                                  requested.start, reach, excluding=excluding)
+    taken, patient_taken = IntervalSet(busy), IntervalSet(own)
+    earliest = max(requested.start, now, after)
+    grids = day_grids(schedule)
+    found = []
+    day, enough_on = first, None
+    while day <= last and (enough_on is None or day <= enough_on):
+        for slot in grid_on(schedule, day, grids):
+            if (earliest <= slot.start < requested.end
+                    and not (taken and taken.overlaps(slot.start, slot.occupied_until))
+                    and not (patient_taken and patient_taken.overlaps(slot.start, slot.end))):
+                found.append(slot)
+        if enough_on is None and len(found) >= NEXT_FREE_COUNT:
+            # One day more: a clock change could put an earlier slot on the next local date.
+            enough_on = day + timedelta(days=1)
+        day += timedelta(days=1)
+    found.sort(key=lambda slot: slot.start)
+    return found[:NEXT_FREE_COUNT]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -760,9 +848,18 @@ def _conflict(
     """Who was taken and what is free instead (the attempt is already undone)."""
     taken = {name for name, key in attempt.keys.items()
              if holders_of(db, [key], attempt.start, attempt.until) - {excluding}}
-    alternatives = next_free(db, schedule, attempt.start, now=now,
-                             interpreter_language=attempt.language, patient=patient,
-                             excluding=excluding)
+    return _taken_problem(taken, schedule, db, attempt.start, now=now, lang=lang,
+                          language=attempt.language, patient=patient, range_zone=range_zone,
+                          excluding=excluding)
+
+
+def _taken_problem(taken: set[str], schedule: Schedule, db: Session, start: datetime, *,
+                   now: datetime, lang: str, language: str | None, patient: Patient,
+                   range_zone: ZoneInfo, excluding: int | None = None) -> Problem:
+    """409 naming who was taken ("practitioner", "patient", "interpreter"), with the next
+    free slots."""
+    alternatives = next_free(db, schedule, start, now=now, interpreter_language=language,
+                             patient=patient, excluding=excluding)
     extra = {"next_free_slots": [slot_json(slot, schedule.zone, range_zone)
                                  for slot in alternatives]}
     if "practitioner" in taken or not taken:
@@ -836,23 +933,62 @@ def _pick_interpreter(
 
 def book(db: Session, principal: Principal, request: BookingRequest, *, settings: Settings,
          now: datetime | None = None) -> Appointment:
-    """Book an appointment; on success it is flushed, queued and audited (the caller commits).
+    """Book an appointment; on success it is written, queued and audited (the caller commits).
 
     Raises Problem: 404 (unknown or another institution's patient or practitioner), 422 (bad
     input, POLICY_DENIED), 409 (SLOT_TAKEN, PATIENT_ALREADY_BOOKED, INTERPRETER_UNAVAILABLE,
-    with `next_free_slots`). After a 409 the session has been rolled back.
+    with `next_free_slots`). After a 409 nothing of the attempt is left in the transaction.
+    """
+    return book_with_rows(db, principal, request, settings=settings, now=now)[0]
+
+
+def _known_visit_type(code: str) -> VisitType | None:
+    try:
+        return visit_type_by_code(code)
+    except SchedulingError:
+        return None
+
+
+def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *,
+                   settings: Settings, now: datetime | None = None
+                   ) -> tuple[Appointment, BookingRows]:
+    """`book`, also returning the rows it read (the patient and the institution, for the
+    answer).
+
+    The hot path in statements: one read of everything the decision needs (patient,
+    institution, practitioner, the version of their hours, the latest diagnosis, and whether
+    the time is already held: a taken slot is answered from it, before anything is written),
+    the policy engine's reads for a video visit, then one INSERT each for the appointment, its
+    occupancy blocks and its outbox rows, and the audit entry. The occupancy's UNIQUE
+    constraint still decides between simultaneous bookings.
     """
     now = now or utcnow()
     lang = principal.language
-    patient = patient_for_booking(db, principal, request.patient_id)
-    institution = db.get(Institution, patient.institution_id)
-    assert institution is not None
-    practitioner = practitioner_at(db, request.practitioner_id, institution.id)
+    visit_type = _known_visit_type(request.visit_type)
+    # An unknown visit type is refused below, before the holds read here are looked at.
+    step = visit_type.step if visit_type else timedelta(minutes=BLOCK_MINUTES)
+    duration = (timedelta(minutes=visit_type.duration_minutes) if visit_type
+                else timedelta(minutes=BLOCK_MINUTES))
+    rows = booking_rows(
+        db, patient_id=request.patient_id, practitioner_id=request.practitioner_id,
+        practitioner_busy=Interval(request.start, request.start + step),
+        patient_busy=Interval(request.start, request.start + duration),
+        with_conditions=request.condition is None and request.mode is VisitMode.VIDEO)
+    if rows is None:
+        raise not_found("patient")
+    patient, institution, practitioner = rows.patient, rows.institution, rows.practitioner
+    if not ((principal.user_id is not None and patient.user_id == principal.user_id)
+            or is_staff_of(principal, patient.institution_id, *BOOKING_STAFF)):
+        raise not_found("patient")
+    if practitioner is None:
+        raise not_found("practitioner")
     if request.interpreter_id is not None and not is_staff_of(
             principal, institution.id, *BOOKING_STAFF):
         raise Problem(403, "FORBIDDEN", N_("Only the clinic's staff choose the interpreter."))
     try:
-        schedule = schedule_for(db, practitioner, institution, request.visit_type, request.mode)
+        hours_key, availability = hours_of_version(db, rows.hours)
+        schedule = schedule_of(practitioner, institution, hours_key, availability,
+                               request.visit_type, request.mode)
     except SchedulingError as error:
         raise scheduling_problem(error, lang) from None
     patient_zone = resolve_zone(patient.time_zone)
@@ -868,9 +1004,15 @@ def book(db: Session, principal: Principal, request: BookingRequest, *, settings
         raise _busy_conflict(ErrorCode.SLOT_TAKEN, schedule, db, request.start, now=now,
                              lang=lang, language=language, patient=patient,
                              range_zone=patient_zone) from None
+    if rows.practitioner_held or rows.patient_held:
+        # Taken before this attempt began: answered without writing anything.
+        raise _taken_problem({"practitioner"} if rows.practitioner_held else {"patient"},
+                             schedule, db, slot.start, now=now, lang=lang, language=language,
+                             patient=patient, range_zone=patient_zone)
 
     tri_party = request.tri_party or schedule.visit_type.code == "tri_party_consultation"
-    condition = visit_condition(db, patient, institution, request.condition)
+    condition = request.condition or (str(rows.latest_conditions[0])
+                                      if rows.latest_conditions else None)
     decision: Decision | None = None
     if schedule.mode is VisitMode.VIDEO:
         decision = judge_telemedicine(db, patient=patient, institution=institution,
@@ -886,27 +1028,26 @@ def book(db: Session, principal: Principal, request: BookingRequest, *, settings
                                  now=now, lang=lang, language=language, patient=patient,
                                  range_zone=patient_zone)
 
-    appointment = Appointment(
+    appointment = add_appointment(db, Appointment(
         institution_id=institution.id, patient_id=patient.id, practitioner_id=practitioner.id,
         interpreter_id=interpreter_id, interpreter_language=language,
         visit_type=schedule.visit_type.code, mode=schedule.mode.value,
         start_at=slot.start, end_at=slot.end, occupied_until=slot.occupied_until,
         status=AppointmentStatus.BOOKED.value, sequence=0,
         booked_by_user_id=principal.user_id, booked_by=actor_ref(principal),
-        created_at=now, updated_at=now, condition_code=condition, tri_party=tri_party,
+        created_at=now, updated_at=now, cancelled_at=None, cancelled_by=None,
+        cancel_reason=None, no_show_at=None, condition_code=condition, tri_party=tri_party,
         policy_pack=decision.pack if decision else None,
         policy_decision=decision.model_dump(mode="json") if decision else None,
-    )
-    db.add(appointment)
-    db.flush()
-    if not claim_occupancy(db, appointment):
-        # Undo this attempt only (the caller's transaction may go on), then explain.
-        attempt = Attempt.of(appointment)
-        release_occupancy(db, appointment.id)
-        db.delete(appointment)
-        db.flush()
-        raise _conflict(db, attempt, schedule, patient, now=now, lang=lang,
-                        range_zone=patient_zone)
+    ))
+    clashed = claim_blocks(db, appointment)
+    if clashed:
+        # Taken by a booking that committed meanwhile: undo this attempt only (the caller's
+        # transaction may go on), then explain.
+        remove_appointment(db, appointment)
+        names = {name for name, key in Attempt.of(appointment).keys.items() if key in clashed}
+        raise _taken_problem(names, schedule, db, slot.start, now=now, lang=lang,
+                             language=language, patient=patient, range_zone=patient_zone)
     notifications.queue_for_change(db, appointment, notifications.Change.BOOKED,
                                    settings=settings, now=now)
     audit(db, principal, AuditEvent(
@@ -914,7 +1055,7 @@ def book(db: Session, principal: Principal, request: BookingRequest, *, settings
         detail={"start": slot.start.isoformat(), "mode": schedule.mode.value,
                 "visit_type": schedule.visit_type.code, "interpreter_id": interpreter_id,
                 "decision": decision.decision.value if decision else None}))
-    return appointment
+    return appointment, rows
 
 
 def replace_field(error: SchedulingError, field: str) -> SchedulingError:

@@ -23,7 +23,10 @@ Appointments are what a visit belongs to: `jaejin.visits` keeps its `visits` tab
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import itertools
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -37,14 +40,21 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    bindparam,
+    cast,
     delete,
+    exists,
+    insert,
+    or_,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, make_transient_to_detached, mapped_column
 
 from jaejin.core.database import Base, utcnow
+from jaejin.directory.store import Encounter, Institution, Patient, Practitioner, PractitionerRole
 from jaejin.scheduling.appointments import AppointmentState, AppointmentStatus
 from jaejin.scheduling.model import Availability, Interval, VisitMode
 from jaejin.scheduling.schemas import AvailabilityIn
@@ -238,34 +248,84 @@ def occupancy_rows(appointment: Appointment) -> list[dict[str, Any]]:
     ]
 
 
-def claim_occupancy(db: Session, appointment: Appointment) -> bool:
-    """Insert the appointment's blocks in one statement; True when every one was free.
+def claim_blocks(db: Session, appointment: Appointment) -> set[str]:
+    """Insert the appointment's blocks in one statement; the resource keys found already held
+    (empty: every block was free).
 
     Blocks already held are skipped (ON CONFLICT DO NOTHING: on PostgreSQL a block another
-    transaction is inserting waits for it, then counts as held if it committed), so False
-    means a clash: the caller undoes its attempt (`release_occupancy`, and the appointment).
-    The appointment must be flushed (it needs its id).
+    transaction is inserting waits for it, then counts as held if it committed), so a clash
+    leaves the caller to undo its attempt (`release_occupancy`, and the appointment). The
+    appointment must be written (it needs its id).
     """
     rows = occupancy_rows(appointment)
-    dialect = db.get_bind().dialect.name
-    statement = _CLAIMS.get(dialect)
+    connection = db.connection()
+    statement = _CLAIMS.get(connection.dialect.name)
     if statement is None:
-        raise RuntimeError(f"occupancy claims need SQLite or PostgreSQL, not {dialect}")
-    # Several parameter sets with RETURNING: SQLAlchemy sends them as one multi-row INSERT
-    # ("insertmanyvalues"), compiled once per process.
-    claimed = db.execute(statement, rows)
-    return len(claimed.all()) == len(rows)
+        raise RuntimeError(f"occupancy claims need SQLite or PostgreSQL, "
+                           f"not {connection.dialect.name}")
+    # Several parameter sets with RETURNING: sent as one multi-row INSERT ("insertmanyvalues"),
+    # compiled once per process, through the connection (no ORM bulk-insert bookkeeping).
+    claimed = Counter(connection.execute(statement, rows).scalars())
+    wanted = Counter(row["resource_key"] for row in rows)
+    return {key for key, count in wanted.items() if claimed[key] < count}
+
+
+def claim_occupancy(db: Session, appointment: Appointment) -> bool:
+    """`claim_blocks`: True when every block was free."""
+    return not claim_blocks(db, appointment)
 
 
 _CLAIMS: dict[str, Any] = {
     name: insert_for(OccupancyBlock).on_conflict_do_nothing(
-        index_elements=["resource_key", "block_start"]).returning(OccupancyBlock.id)
+        index_elements=["resource_key", "block_start"]).returning(OccupancyBlock.resource_key)
     for name, insert_for in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
 }
 
 
 def release_occupancy(db: Session, appointment_id: int) -> None:
     db.execute(delete(OccupancyBlock).where(OccupancyBlock.appointment_id == appointment_id))
+
+
+def _held_between(key: str, start: str, until: str) -> Any:
+    """EXISTS: a block of the resource bound as `key` in [`start`, `until`)."""
+    return exists().where(OccupancyBlock.resource_key == bindparam(key),
+                          OccupancyBlock.block_start >= bindparam(start),
+                          OccupancyBlock.block_start < bindparam(until))
+
+
+# --------------------------------------------------------------------------- appointments
+
+
+_INSERT_APPOINTMENT = insert(Appointment).returning(Appointment.id)
+_APPOINTMENT_COLUMNS = tuple(column.key for column in Appointment.__table__.columns
+                             if column.key != "id")
+
+
+def add_appointment(db: Session, appointment: Appointment) -> Appointment:
+    """Write a new appointment in one INSERT and make it persistent in the session as it is.
+
+    Every column but the id must be set on the transient `appointment` (nothing is left for
+    the database to fill in, so nothing is read back): cheaper than the unit of work's flush
+    on the booking's hot path.
+    """
+    values = {name: getattr(appointment, name) for name in _APPOINTMENT_COLUMNS}
+    for name in _APPOINTMENT_COLUMNS:
+        if name not in appointment.__dict__:
+            # Unset (None): set it, or the session would load it back from the database.
+            setattr(appointment, name, None)
+    appointment.id = db.connection().execute(_INSERT_APPOINTMENT, values).scalar_one()
+    make_transient_to_detached(appointment)
+    db.add(appointment)
+    return appointment
+
+
+def remove_appointment(db: Session, appointment: Appointment) -> None:
+    """Undo `add_appointment` and the blocks it claimed (a clash)."""
+    connection = db.connection()
+    connection.execute(delete(OccupancyBlock).where(
+        OccupancyBlock.appointment_id == appointment.id))
+    connection.execute(delete(Appointment).where(Appointment.id == appointment.id))
+    db.expunge(appointment)
 
 
 def holders_of(db: Session, keys: Sequence[str], start: datetime, end: datetime) -> set[int]:
@@ -298,26 +358,63 @@ def get_availability_row(
     ).scalar_one_or_none()
 
 
-#: Parsed hours by (row, version): reading a schedule is far more frequent than changing it.
-_parsed_hours: dict[tuple[int, datetime], Availability] = {}
+#: Which saved hours a row holds: its id and when it was last saved. Every process reads it
+#: with the row (a cheap column), so hours saved through any worker are seen by all at once.
+HoursVersion = tuple[int, datetime]
+#: Parsed hours by version, with their token: reading a schedule is far more frequent than
+#: changing it.
+_parsed_hours: dict[HoursVersion, tuple[int, Availability]] = {}
 _PARSED_HOURS_LIMIT = 4096
+#: One token per distinct set of hours: practitioners keeping the same hours share every
+#: cache keyed by it (slot grids, answer pieces), and the hours are hashed only when parsed.
+_hours_tokens: dict[Availability, int] = {}
+_next_token = itertools.count(1)
 NO_HOURS = Availability()
+#: The cache key of "no hours saved".
+NO_HOURS_KEY: Hashable = ("no hours",)
 
 
 def load_availability(
     db: Session, kind: OwnerKind, owner_id: int, institution_id: int
 ) -> Availability:
     """The owner's hours; nobody is available before saving any."""
-    row = get_availability_row(db, kind, owner_id, institution_id)
-    if row is None:
-        return NO_HOURS
-    version = (row.id, row.updated_at)
+    return load_hours(db, kind, owner_id, institution_id)[1]
+
+
+def load_hours(
+    db: Session, kind: OwnerKind, owner_id: int, institution_id: int
+) -> tuple[Hashable, Availability]:
+    """(cache key, hours) of an owner: the key changes whenever the hours are saved."""
+    version = db.execute(_HOURS_VERSION, {"kind": kind.value, "owner": owner_id,
+                                          "institution": institution_id}).one_or_none()
+    if version is None:
+        return NO_HOURS_KEY, NO_HOURS
+    return hours_of_version(db, (version[0], version[1]))
+
+
+def hours_of_version(db: Session, version: HoursVersion | None
+                     ) -> tuple[Hashable, Availability]:
+    """(cache key, hours) of a version read with another query; the rules themselves are read
+    and parsed only the first time this process meets the version."""
+    if version is None:
+        return NO_HOURS_KEY, NO_HOURS
     parsed = _parsed_hours.get(version)
     if parsed is None:
+        rules = db.execute(_HOURS_RULES, {"id": version[0]}).scalar_one()
+        hours = AvailabilityIn.model_validate(rules).to_domain()
         if len(_parsed_hours) >= _PARSED_HOURS_LIMIT:
             _parsed_hours.clear()
-        parsed = _parsed_hours[version] = row.availability()
+            _hours_tokens.clear()  # tokens are never reused: old keys simply go unused
+        token = _hours_tokens.setdefault(hours, next(_next_token))
+        parsed = _parsed_hours[version] = (token, hours)
     return parsed
+
+
+_HOURS_VERSION = select(AvailabilityRow.id, AvailabilityRow.updated_at).where(
+    AvailabilityRow.owner_kind == bindparam("kind"),
+    AvailabilityRow.owner_id == bindparam("owner"),
+    AvailabilityRow.institution_id == bindparam("institution"))
+_HOURS_RULES = select(AvailabilityRow.rules).where(AvailabilityRow.id == bindparam("id"))
 
 
 def save_availability(
@@ -421,3 +518,147 @@ def appointments_between(
     if not include_cancelled:
         query = query.where(Appointment.status != AppointmentStatus.CANCELLED.value)
     return list(db.execute(query.order_by(Appointment.start_at, Appointment.id)).scalars())
+
+
+def practitioner_and_patient_busy(
+    db: Session, practitioner_id: int, patient_id: int, start: datetime, end: datetime,
+    *, excluding: int | None = None,
+) -> tuple[list[Interval], list[Interval]]:
+    """`practitioner_busy` and `patient_busy` in one query."""
+    query = select(Appointment.practitioner_id, Appointment.patient_id, Appointment.start_at,
+                   Appointment.end_at, Appointment.occupied_until).where(
+        or_(Appointment.practitioner_id == practitioner_id,
+            Appointment.patient_id == patient_id),
+        Appointment.status.in_(HOLDING_STATUSES),
+        # The practitioner's time runs to occupied_until, never before end_at: a superset.
+        _overlapping(Appointment.start_at, Appointment.occupied_until, start, end),
+    )
+    if excluding is not None:
+        query = query.where(Appointment.id != excluding)
+    practitioner: list[Interval] = []
+    patient: list[Interval] = []
+    for who, whose_patient, begin, finish, until in db.execute(query):
+        if who == practitioner_id:
+            practitioner.append(Interval(begin, until))
+        if whose_patient == patient_id and begin < end and finish > start:
+            patient.append(Interval(begin, finish))
+    return practitioner, patient
+
+
+# --------------------------------------------------------------------------- hot paths
+#
+# A booking and a slot search each read what they decide on in one statement, built once per
+# process (only parameters change), instead of one look-up per row.
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRows:
+    """What a booking decides on, read together."""
+
+    patient: Patient
+    institution: Institution
+    #: None when the practitioner has no active role at the patient's institution.
+    practitioner: Practitioner | None
+    hours: HoursVersion | None
+    #: Diagnoses of the patient's latest encounter at the institution that has any.
+    latest_conditions: list[str] | None
+    #: Whether the practitioner's or the patient's time asked about is already held.
+    practitioner_held: bool
+    patient_held: bool
+
+
+def _booking_statement(with_conditions: bool) -> Any:
+    practitioner_id: Any = bindparam("practitioner_id")
+    columns: list[Any] = [
+        Patient, Institution, Practitioner, AvailabilityRow.id, AvailabilityRow.updated_at,
+        _held_between("practitioner_key", "practitioner_from", "practitioner_until"),
+        _held_between("patient_key", "patient_from", "patient_until"),
+    ]
+    if with_conditions:
+        columns.append(
+            select(Encounter.conditions).where(
+                Encounter.patient_id == Patient.id,
+                Encounter.institution_id == Patient.institution_id,
+                Encounter.conditions.is_not(None),
+                cast(Encounter.conditions, String).not_in(["[]", "null"]),
+            ).order_by(Encounter.started_at.desc()).limit(1).scalar_subquery())
+    return (
+        select(*columns)
+        .join(Institution, Institution.id == Patient.institution_id)
+        .outerjoin(PractitionerRole, and_(PractitionerRole.institution_id == Patient.institution_id,
+                                          PractitionerRole.practitioner_id == practitioner_id,
+                                          PractitionerRole.active))
+        .outerjoin(Practitioner, Practitioner.id == PractitionerRole.practitioner_id)
+        .outerjoin(AvailabilityRow, and_(
+            AvailabilityRow.owner_kind == OwnerKind.PRACTITIONER.value,
+            AvailabilityRow.owner_id == PractitionerRole.practitioner_id,
+            AvailabilityRow.institution_id == Patient.institution_id))
+        .where(Patient.id == bindparam("patient_id"))
+        .limit(1)
+    )
+
+
+_BOOKING_ROWS = {flag: _booking_statement(flag) for flag in (False, True)}
+
+
+def booking_rows(
+    db: Session, *, patient_id: int, practitioner_id: int, practitioner_busy: Interval,
+    patient_busy: Interval, with_conditions: bool,
+) -> BookingRows | None:
+    """The patient (None: no such patient), their institution, the practitioner if active
+    there, the practitioner's hours version there, and whether the practitioner's time
+    `practitioner_busy` or the patient's time `patient_busy` is already held."""
+    row = db.execute(_BOOKING_ROWS[with_conditions], {
+        "patient_id": patient_id, "practitioner_id": practitioner_id,
+        "practitioner_key": resource_key(ResourceKind.PRACTITIONER, practitioner_id),
+        "practitioner_from": _floor_to_block(practitioner_busy.start),
+        "practitioner_until": practitioner_busy.end,
+        "patient_key": resource_key(ResourceKind.PATIENT, patient_id),
+        "patient_from": _floor_to_block(patient_busy.start),
+        "patient_until": patient_busy.end,
+    }).one_or_none()
+    if row is None:
+        return None
+    hours = (row[3], row[4]) if row[3] is not None else None
+    conditions = row[7] if with_conditions else None
+    return BookingRows(row[0], row[1], row[2], hours, conditions, bool(row[5]), bool(row[6]))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRows:
+    """A practitioner at one institution, with the version of their hours there."""
+
+    institution: Institution
+    practitioner: Practitioner
+    hours: HoursVersion | None
+
+
+_SEARCH_ROWS = (
+    select(Institution, Practitioner, AvailabilityRow.id, AvailabilityRow.updated_at)
+    .select_from(PractitionerRole)
+    .join(Institution, Institution.id == PractitionerRole.institution_id)
+    .join(Practitioner, Practitioner.id == PractitionerRole.practitioner_id)
+    .outerjoin(AvailabilityRow, and_(
+        AvailabilityRow.owner_kind == OwnerKind.PRACTITIONER.value,
+        AvailabilityRow.owner_id == PractitionerRole.practitioner_id,
+        AvailabilityRow.institution_id == PractitionerRole.institution_id))
+    .where(PractitionerRole.practitioner_id == bindparam("practitioner_id"),
+           PractitionerRole.active,
+           PractitionerRole.institution_id.in_(bindparam("institutions", expanding=True)))
+    .order_by(PractitionerRole.institution_id)
+)
+
+
+def practitioner_workplaces(db: Session, practitioner_id: int, institution_ids: Iterable[int]
+                            ) -> list[SearchRows]:
+    """The institutions among `institution_ids` where the practitioner has an active role,
+    each with the practitioner and their hours' version there, in one query."""
+    wanted = sorted(set(institution_ids))
+    if not wanted:
+        return []
+    found: dict[int, SearchRows] = {}
+    for institution, practitioner, hours_id, updated_at in db.execute(
+            _SEARCH_ROWS, {"practitioner_id": practitioner_id, "institutions": wanted}):
+        found.setdefault(institution.id, SearchRows(
+            institution, practitioner, (hours_id, updated_at) if hours_id is not None else None))
+    return list(found.values())

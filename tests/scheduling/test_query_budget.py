@@ -1,0 +1,96 @@
+"""How many SQL statements the scheduling hot paths send, so a regression is caught.
+
+Counted on the application's engine while the request runs, on whichever database the suite
+runs (SQLite and PostgreSQL). Statements of the platform's own machinery are left out of the
+count, because they are not scheduling's to spend: finding who is asking (sessions, clients,
+users, memberships), the audit entry (audit_log, audit_chain_head), and transaction control
+(BEGIN, SAVEPOINT). The policy engine's reads for a video visit are counted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import Engine, event
+
+from tests.scheduling.test_booking_fixtures import SchedulingWorld
+
+pytest_plugins = ("tests.scheduling.test_booking_fixtures",)
+
+PLATFORM_TABLES = re.compile(
+    r"\b(api_clients|user_sessions|sessions|users|memberships|audit_log|audit_chain_head|"
+    r"audit_chains)\b")
+TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|SAVEPOINT|RELEASE|ROLLBACK|COMMIT)\b", re.I)
+
+#: One read of everything the booking decides on; INSERTs of the appointment, its occupancy
+#: blocks and its outbox rows.
+IN_PERSON_BOOKING = 4
+#: The same, plus the policy engine's reads (consents, the institution's share, history).
+VIDEO_BOOKING = IN_PERSON_BOOKING + 3
+#: The booking's one read, then the busy times the next free slots are found in.
+TAKEN_SLOT = 2
+#: The practitioner with their institution and hours' version; their busy times.
+SLOT_SEARCH = 2
+
+
+@contextmanager
+def scheduling_statements(engine: Engine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def count(_connection, _cursor, statement, _parameters, _context, _many):  # type: ignore[no-untyped-def]
+        if not TRANSACTION_CONTROL.match(statement) and not PLATFORM_TABLES.search(statement):
+            words = " ".join(statement.split())
+            seen.append(f"{words[:40]} ... {words[words.find(' FROM '):][:80]}")
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def _book(client, headers, world: SchedulingWorld, clock: str, **overrides):
+    return client.post("/api/v1/appointments", json=world.booking(clock, **overrides),
+                       headers=headers)
+
+
+def test_a_booking_reads_once_and_writes_three_rows_kinds(client, engine, world, system_a):
+    assert _book(client, system_a, world, "09:00").status_code == 201  # warm caches
+    with scheduling_statements(engine) as video:
+        response = _book(client, system_a, world, "11:00")
+    assert response.status_code == 201, response.text
+    assert len(video) <= VIDEO_BOOKING, video
+
+    with scheduling_statements(engine) as in_person:
+        response = _book(client, system_a, world, "13:00", patient_id=world.patient_a,
+                         mode="in_person", visit_type="in_person_follow_up")
+    assert response.status_code == 201, response.text
+    assert len(in_person) <= IN_PERSON_BOOKING, in_person
+
+
+def test_a_taken_slot_is_answered_without_writing(client, engine, world, system_a):
+    assert _book(client, system_a, world, "10:00").status_code == 201
+    with scheduling_statements(engine) as taken:
+        response = _book(client, system_a, world, "10:00", mode="in_person",
+                         visit_type="in_person_follow_up")
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "SLOT_TAKEN"
+    assert response.json()["next_free_slots"]
+    assert len(taken) <= TAKEN_SLOT, taken
+    assert not any(statement.startswith(("INSERT", "UPDATE", "DELETE")) for statement in taken)
+
+
+def test_a_slot_search_is_two_statements(client, engine, world, system_a):
+    query = {"start": world.day.isoformat(),
+             "end": (world.day + timedelta(days=59)).isoformat(), "tz": "America/New_York",
+             "visit_type": "follow_up", "mode": "video"}
+    path = f"/api/v1/practitioners/{world.practitioner_a}/slots"
+    assert client.get(path, params=query, headers=system_a).status_code == 200  # hours parsed
+    with scheduling_statements(engine) as search:
+        response = client.get(path, params=query, headers=system_a)
+    assert response.status_code == 200, response.text
+    assert len(response.json()) > 1000
+    assert len(search) <= SLOT_SEARCH, search

@@ -1,10 +1,12 @@
-"""Scheduling through the real HTTP API on PostgreSQL, beside the cheapest authenticated request
-measured in the same run.
+"""Scheduling through the real HTTP API on PostgreSQL and SQLite, beside the cheapest
+authenticated request measured in the same run.
 
     .venv/bin/python -m benchmarks.bench_scheduling [--seconds 8] [--rounds 3] [--workers 2]
+                                                    [--database postgresql sqlite]
 
-A dedicated database is created on the server named by JAEJIN_BENCH_POSTGRES_URL (default
-postgresql://postgres@127.0.0.1:5432/postgres) and dropped at the end. It holds one clinic with
+For each database a dedicated one is made (on the server named by JAEJIN_BENCH_POSTGRES_URL,
+default postgresql://postgres@127.0.0.1:5432/postgres; a temporary SQLite file) and dropped at
+the end. It holds one clinic with
 50 practitioners (every day 08:00-20:00 in Seoul, any mode), 2,000 patients each seen in person
 20 days ago for hypertension (so video follow-ups are allowed), and a system client. The real
 application runs under uvicorn (2 workers, uvloop, httptools, no access log) on a free port.
@@ -30,11 +32,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,15 +42,16 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import create_engine, insert, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert
 
-from benchmarks.bench_policy_http import (
+from benchmarks import harness
+from benchmarks.harness import (
+    Round,
     access_token,
     encoded_requests,
     percentile,
+    read_response,
     serve,
-    server_cpu_seconds,
 )
 from jaejin.accounts.service import create_client
 from jaejin.core.database import build_engine, session_scope
@@ -65,7 +66,6 @@ from jaejin.directory.store import (
 from jaejin.scheduling.schemas import AvailabilityIn
 from jaejin.scheduling.store import OwnerKind, save_availability
 
-DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 PRACTITIONERS = 50
 PATIENTS = 2_000
 CONCURRENCY = 16
@@ -81,22 +81,6 @@ BASELINE_PATH = "/api/v1/policy/packs?in_force_on=2016-01-01"
 
 
 # -- database --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def bench_database() -> Iterator[str]:
-    base = make_url(os.environ.get("JAEJIN_BENCH_POSTGRES_URL", DEFAULT_SERVER)).set(
-        drivername="postgresql+psycopg")
-    name = f"jaejin_bench_scheduling_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @dataclass(frozen=True)
@@ -157,36 +141,6 @@ def prepare(url: str) -> World:
 # -- load ------------------------------------------------------------------------------------
 
 
-async def _read(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    return status, await reader.readexactly(length)
-
-
-@dataclass
-class Round:
-    statuses: Counter[int]
-    seconds: float
-    latencies_ms: list[float]
-    load_cpu_seconds: float
-    server_cpu_seconds: float
-    first_failure: str | None
-
-    @property
-    def answered(self) -> int:
-        return sum(self.statuses.values())
-
-    @property
-    def rate(self) -> float:
-        return self.answered / self.seconds
-
-
 class Requests:
     """An endless supply of encoded requests (bookings take a new slot each)."""
 
@@ -196,7 +150,10 @@ class Requests:
         self.generator = generator
         self.position = 0
 
-    def next(self) -> bytes:
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
         if self.generator is not None:
             return next(self.generator)
         assert self.fixed is not None
@@ -204,38 +161,10 @@ class Requests:
         return self.fixed[self.position % len(self.fixed)]
 
 
-async def run_load(port: int, supply: Requests, seconds: float, expected: int,
-                   server_pid: int) -> Round:
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    failures: list[str] = []
-    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(CONCURRENCY)]
-    stop_at = 0.0
-
-    async def client(index: int) -> None:
-        reader, writer = connections[index]
-        while time.perf_counter() < stop_at:
-            payload = supply.next()
-            started = time.perf_counter()
-            writer.write(payload)
-            status, body = await _read(reader)
-            latencies.append((time.perf_counter() - started) * 1000)
-            statuses[status] += 1
-            if status != expected and not failures:
-                failures.append(f"{status} {body[:300].decode(errors='replace')}")
-
-    cpu_before = time.process_time()
-    server_before = server_cpu_seconds(server_pid)
-    started = time.perf_counter()
-    stop_at = started + seconds
-    await asyncio.gather(*(client(index) for index in range(CONCURRENCY)))
-    elapsed = time.perf_counter() - started
-    round_ = Round(statuses, elapsed, latencies, time.process_time() - cpu_before,
-                   server_cpu_seconds(server_pid) - server_before,
-                   failures[0] if failures else None)
-    for _reader, writer in connections:
-        writer.close()
-    return round_
+def load(port: int, supply: Requests, seconds: float, expected: int, server_pid: int
+         ) -> Round:
+    return asyncio.run(harness.run_load(port, supply, seconds=seconds, server_pid=server_pid,
+                                        expected=expected))
 
 
 def booking_body(world: World, number: int, mode: str, day_offset: int) -> bytes:
@@ -283,12 +212,12 @@ async def burst(port: int, world: World, token: str) -> tuple[Counter[str], floa
     day = world.first_day + timedelta(days=SEARCH_DAYS + 5)
     practitioner = world.practitioners[0]
     bodies = []
-    for attempt in range(BURST_ATTEMPTS):
-        slot = attempt % BURST_SLOTS
+    for number in range(BURST_ATTEMPTS):
+        slot = number % BURST_SLOTS
         minutes = 9 * 60 + slot * 15
         start = datetime(day.year, day.month, day.day, minutes // 60, minutes % 60, tzinfo=SEOUL)
         bodies.append(orjson.dumps({
-            "patient_id": world.patients[attempt], "practitioner_id": practitioner,
+            "patient_id": world.patients[number], "practitioner_id": practitioner,
             "start": start.isoformat(), "visit_type": "follow_up", "mode": "video"}))
     payloads = encoded_requests("POST", "/api/v1/appointments", token, bodies)
     connections = [await asyncio.open_connection("127.0.0.1", port) for _ in payloads]
@@ -299,7 +228,7 @@ async def burst(port: int, world: World, token: str) -> tuple[Counter[str], floa
         nonlocal with_alternatives
         reader, writer = connections[index]
         writer.write(payloads[index])
-        status, body = await _read(reader)
+        status, body = await read_response(reader)
         if status == 201:
             outcomes["201"] += 1
         else:
@@ -341,63 +270,68 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each workload")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
+    parser.add_argument("--database", nargs="+", choices=("postgresql", "sqlite"),
+                        default=["postgresql", "sqlite"], help="databases to run on, in turn")
     arguments = parser.parse_args()
-    with contextlib.suppress(ImportError):
-        import uvloop
+    harness.install_uvloop()
+    for kind in arguments.database:
+        with harness.bench_database("jaejin_bench_scheduling",
+                                    postgres=kind == "postgresql") as url:
+            run(url, kind, arguments)
 
-        uvloop.install()
 
-    with bench_database() as url:
-        world = prepare(url)
-        print(f"scheduling API over HTTP on PostgreSQL: uvicorn workers={arguments.workers}, "
-              f"{os.cpu_count()} CPUs shared by server and load generator, {PRACTITIONERS} "
-              f"practitioners, {PATIENTS} patients; {arguments.rounds} x "
-              f"{arguments.seconds:g} s rounds at {CONCURRENCY} clients (median round shown); "
-              f"load average at start {os.getloadavg()[0]:.1f}")
-        with serve(url, arguments.workers) as server:
-            token = access_token(server.port, world.credentials)
-            baseline = Requests(make=encoded_requests("GET", BASELINE_PATH, token, None))
-            searches = search_supply(world, token)
-            # Bookings for the throughput rounds start after the burst's and warm-up's days.
-            video = booking_supply(world, token, "video", 0)
-            in_person = booking_supply(world, token, "in_person", SEARCH_DAYS + 30)
-            warm = booking_supply(world, token, "video", SEARCH_DAYS + 200)
-            for supply, expected in ((baseline, 200), (searches, 200), (warm, 201)):
-                asyncio.run(run_load(server.port, supply, 2.0, expected, server.pid))
+def run(url: str, kind: str, arguments: argparse.Namespace) -> None:
+    world = prepare(url)
+    print(f"\nscheduling API over HTTP on {kind}: uvicorn workers={arguments.workers}, "
+          f"{os.cpu_count()} CPUs shared by server and load generator, {PRACTITIONERS} "
+          f"practitioners, {PATIENTS} patients; {arguments.rounds} x "
+          f"{arguments.seconds:g} s rounds at {CONCURRENCY} clients (median round shown); "
+          f"{harness.load_average()} at start")
+    with serve(url, arguments.workers) as server:
+        token = access_token(server.port, world.credentials)
+        baseline = Requests(make=encoded_requests("GET", BASELINE_PATH, token, None))
+        searches = search_supply(world, token)
+        # Bookings for the throughput rounds start after the burst's and warm-up's days.
+        video = booking_supply(world, token, "video", 0)
+        in_person = booking_supply(world, token, "in_person", SEARCH_DAYS + 30)
+        warm = booking_supply(world, token, "video", SEARCH_DAYS + 200)
+        for supply, expected in ((baseline, 200), (searches, 200), (warm, 201)):
+            load(server.port, supply, 2.0, expected, server.pid)
 
-            outcomes, seconds, alternatives = asyncio.run(burst(server.port, world, token))
-            print(f"\n  burst: {BURST_ATTEMPTS} simultaneous attempts on {BURST_SLOTS} slots: "
-                  f"{dict(outcomes)}; all answered in {seconds * 1000:.0f} ms; "
-                  f"{alternatives} refusals offered next free slots")
-            print(f"      goal: exactly {BURST_SLOTS} x 201, the rest 409, within "
-                  f"{GOAL_BURST_SECONDS * 1000:.0f} ms: "
-                  f"{'met' if outcomes['201'] == BURST_SLOTS and seconds <= GOAL_BURST_SECONDS and outcomes['409 SLOT_TAKEN'] == BURST_ATTEMPTS - BURST_SLOTS else 'NOT met'}")  # noqa: E501
+        outcomes, seconds, alternatives = asyncio.run(burst(server.port, world, token))
+        print(f"\n  burst: {BURST_ATTEMPTS} simultaneous attempts on {BURST_SLOTS} slots: "
+              f"{dict(outcomes)}; all answered in {seconds * 1000:.0f} ms; "
+              f"{alternatives} refusals offered next free slots")
+        print(f"      ({harness.load_average()})")
+        print(f"      goal: exactly {BURST_SLOTS} x 201, the rest 409, within "
+              f"{GOAL_BURST_SECONDS * 1000:.0f} ms: "
+              f"{'met' if outcomes['201'] == BURST_SLOTS and seconds <= GOAL_BURST_SECONDS and outcomes['409 SLOT_TAKEN'] == BURST_ATTEMPTS - BURST_SLOTS else 'NOT met'}")  # noqa: E501
 
-            measured: dict[str, list[Round]] = {
-                "baseline": [], "bookings (video)": [], "bookings (in person)": [],
-                "slot search (60 days)": []}
-            for _ in range(arguments.rounds):
-                for label, supply, expected in (
-                        ("baseline", baseline, 200), ("bookings (video)", video, 201),
-                        ("bookings (in person)", in_person, 201),
-                        ("slot search (60 days)", searches, 200)):
-                    measured[label].append(asyncio.run(run_load(
-                        server.port, supply, arguments.seconds, expected, server.pid)))
-        goals = {
-            "baseline": f"(GET {BASELINE_PATH})",
-            "bookings (video)": f">= {GOAL_BOOKINGS_PER_SECOND} bookings/s, p99 < "
+        measured: dict[str, list[Round]] = {
+            "baseline": [], "bookings (video)": [], "bookings (in person)": [],
+            "slot search (60 days)": []}
+        for _ in range(arguments.rounds):
+            for label, supply, expected in (
+                    ("baseline", baseline, 200), ("bookings (video)", video, 201),
+                    ("bookings (in person)", in_person, 201),
+                    ("slot search (60 days)", searches, 200)):
+                measured[label].append(load(server.port, supply, arguments.seconds,
+                                            expected, server.pid))
+    goals = {
+        "baseline": f"(GET {BASELINE_PATH})",
+        "bookings (video)": f">= {GOAL_BOOKINGS_PER_SECOND} bookings/s, p99 < "
+                            f"{GOAL_BOOKING_P99_MS:g} ms",
+        "bookings (in person)": f">= {GOAL_BOOKINGS_PER_SECOND} bookings/s, p99 < "
                                 f"{GOAL_BOOKING_P99_MS:g} ms",
-            "bookings (in person)": f">= {GOAL_BOOKINGS_PER_SECOND} bookings/s, p99 < "
-                                    f"{GOAL_BOOKING_P99_MS:g} ms",
-            "slot search (60 days)": f"p99 < {GOAL_SEARCH_P99_MS:g} ms",
-        }
-        print()
-        for label, rounds in measured.items():
-            print(_summary(label, rounds, goals[label]))
-        base_rate = statistics.median(round_.rate for round_ in measured["baseline"])
-        for label in ("bookings (video)", "bookings (in person)", "slot search (60 days)"):
-            rate = statistics.median(round_.rate for round_ in measured[label])
-            print(f"    {label}: {rate / base_rate:.2f} x the baseline's rate")
+        "slot search (60 days)": f"p99 < {GOAL_SEARCH_P99_MS:g} ms",
+    }
+    print(f"\n  {kind}, {harness.load_average()} after the rounds")
+    for label, rounds in measured.items():
+        print(_summary(label, rounds, goals[label]))
+    base_rate = statistics.median(round_.rate for round_ in measured["baseline"])
+    for label in ("bookings (video)", "bookings (in person)", "slot search (60 days)"):
+        rate = statistics.median(round_.rate for round_ in measured[label])
+        print(f"    {label}: {rate / base_rate:.2f} x the baseline's rate")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def test_a_language_without_a_catalogue_falls_back_to_english() -> None:
 
 #: Languages translated in full for every capability (gettext directory names). A language is
 #: listed only when complete: a half-translated page is worse for a patient than English.
-COMPLETE_LANGUAGES = ("ja", "zh_Hans", "zh_Hant", "ru", "vi", "th")
+COMPLETE_LANGUAGES = ("ja", "zh_Hans", "zh_Hant", "ru", "vi", "th", "mn")
 #: Capabilities whose catalogues the patients' languages must cover.
 CAPABILITIES = tuple(sorted(path.parent.name for path in REPOSITORY.glob("jaejin/*/locales")))
 
@@ -233,6 +233,7 @@ def test_patients_languages_are_returned_with_their_parameters(
     ("ru-RU,ru;q=0.9", "ru", ("Войти", "Пароль", "Перейти к содержимому", "Принять приглашение")),
     ("vi-VN,vi;q=0.9", "vi", ("Đăng nhập", "Mật khẩu", "Chuyển đến nội dung", "Nhận lời mời")),
     ("th-TH,th;q=0.9", "th", ("เข้าสู่ระบบ", "รหัสผ่าน", "ข้ามไปยังเนื้อหา", "ตอบรับคำเชิญ")),
+    ("mn-MN,mn;q=0.9", "mn", ("Нэвтрэх", "Нууц үг", "Агуулга руу шилжих", "Урилга хүлээн авах")),
 ])
 def test_the_sign_in_page_speaks_the_browsers_language(client, header: str, lang: str,
                                                        words: tuple[str, ...]) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from jaejin.core.audit import AuditActor, AuditEvent, record
@@ -160,6 +160,15 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 
+#: The patient's open missing-data alerts: `status <> 'resolved'` literally, so PostgreSQL
+#: uses the partial index of open episodes (`uq_monitoring_alerts_open_episode`).
+_OPEN_MISSING_DATA: Final = text(
+    f"SELECT id, metric FROM {AlertRow.__tablename__} "  # noqa: S608 - constants only
+    f"WHERE patient_id = :patient_id AND status <> '{AlertStatus.RESOLVED}' "
+    f"AND kind = '{AlertKind.MISSING_DATA.value}'"
+)
+
+
 def end_missing_data(db: Session, patient_id: int, readings: Sequence[Reading],
                      now: datetime) -> list[AlertRow]:
     """Resolve the patient's open missing-data alerts that these readings end."""
@@ -168,23 +177,28 @@ def end_missing_data(db: Session, patient_id: int, readings: Sequence[Reading],
         known = newest.get(reading.metric)
         if known is None or reading.effective_at > known:
             newest[reading.metric] = reading.effective_at
+    # Nearly always nothing is open: one cheap cached statement (the open-episode partial
+    # index) decides, and only a hit loads and locks rows.
+    open_ids = [alert_id for alert_id, metric in db.execute(
+        _OPEN_MISSING_DATA, {"patient_id": patient_id}) if metric in newest]
+    if not open_ids:
+        return []
     keys = [episode_key_for(str(patient_id), AlertKind.MISSING_DATA, metric)
             for metric in newest]
     rows = list(db.execute(
         select(AlertRow).where(
-            AlertRow.patient_id == patient_id, AlertRow.episode_key.in_(keys),
+            AlertRow.id.in_(open_ids), AlertRow.episode_key.in_(keys),
             AlertRow.status != AlertStatus.RESOLVED,
         ).with_for_update()
     ).scalars())
-    if not rows:
-        return []
     plan = active_plan(db, patient_id)
     ended: list[AlertRow] = []
     for row in rows:
         if row.metric is None:
             continue
         metric = Metric(row.metric)
-        if not missing_data_ended(newest[metric], plan.missing_after.get(metric), now):
+        if metric not in newest or not missing_data_ended(
+                newest[metric], plan.missing_after.get(metric), now):
             continue
         row.status = AlertState.RESOLVED.value
         row.resolved_at = now

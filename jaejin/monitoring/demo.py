@@ -10,19 +10,23 @@ clinician opens a triage list that means something.
 - John Miller (HANGANG-UH, after a thyroidectomy): measured daily from California, then nothing
   for three days.
 
+Both post-operative patients photograph their wound every other day (drawn stand-ins, stored as
+real wound photos without metadata, each a review item for the care team).
+
 Readings go through the real ingest (`ingest_items`, one multi-row insert per patient) and the
 scheduled checks run once (`jobs.evaluate_plan`), so the alerts are the ones Jaejin raises.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from PIL import Image, ImageDraw
 from sqlalchemy.orm import Session
 
 from jaejin.core.database import utcnow
@@ -32,6 +36,8 @@ from jaejin.monitoring.careplans import PlanTemplate
 from jaejin.monitoring.ingest import IngestPatient, ingest_items
 from jaejin.monitoring.jobs import evaluate_plan
 from jaejin.monitoring.parsers import ParsedItem
+from jaejin.monitoring.photo_store import store_wound_photo
+from jaejin.monitoring.photos import prepare_photo
 from jaejin.monitoring.readings import (
     CANONICAL_UNITS,
     LOINC_GLUCOSE_BLOOD_MASS,
@@ -55,6 +61,8 @@ class _Readings:
         self.device = device
         self.rng = rng
         self.items: list[tuple[Reading, ...]] = []
+        #: When the patient photographed their wound (stored as photos, `_store_photos`).
+        self.photo_times: list[datetime] = []
 
     def _reading(self, metric: Metric, value: float, at: datetime, *, loinc: str | None = None,
                  panel_id: str | None = None) -> Reading:
@@ -84,9 +92,7 @@ class _Readings:
         self.items.append((self._reading(metric, value, at, loinc=loinc),))
 
     def wound_photo(self, at: datetime) -> None:
-        photo = self._reading(Metric.WOUND_PHOTO, 1, at)
-        # The image itself lives with the documents capability; the demo names a placeholder.
-        self.items.append((replace(photo, attachment_ref=f"demo/wound-{self.patient.id}.jpg"),))
+        self.photo_times.append(at)
 
     def parsed(self, now: datetime) -> list[ParsedItem]:
         kept = sorted((item for item in self.items if item[0].effective_at <= now),
@@ -214,6 +220,43 @@ def _post_operative(patient: Patient, now: datetime, rng: random.Random, days: i
 def _store(db: Session, patient: Patient, readings: _Readings, now: datetime) -> None:
     ingest_items(db, IngestPatient.of(patient), readings.parsed(now), ReadingChannel.JSON,
                  key_prefix="demo", received_at=now)
+    _store_photos(db, patient, readings, now)
+
+
+def demo_wound_image(seed: int, healed: float) -> bytes:
+    """A drawn stand-in for a phone photo of a stitched incision: skin, the scar, stitches and
+    redness that fades as `healed` goes from 0 to 1. The same seed draws the same file."""
+    rng = random.Random(seed)
+    width, height = 480, 360
+    skin = (222 + rng.randint(-8, 8), 178 + rng.randint(-8, 8), 152 + rng.randint(-8, 8))
+    image = Image.new("RGB", (width, height), skin)
+    draw = ImageDraw.Draw(image)
+    for _ in range(400):  # the grain of skin under a phone camera
+        x, y = rng.randrange(width), rng.randrange(height)
+        shade = rng.randint(-10, 10)
+        draw.point((x, y), fill=tuple(max(0, min(255, channel + shade)) for channel in skin))
+    redness = int(60 * (1 - healed))
+    draw.ellipse((90, 140, 390, 220), fill=(min(255, skin[0] + redness // 3),
+                                             max(0, skin[1] - redness), max(0, skin[2] - redness)))
+    draw.line((110, 180 + rng.randint(-4, 4), 370, 180 + rng.randint(-4, 4)),
+              fill=(150, 60, 60), width=4)
+    for x in range(130, 360, 28):
+        draw.line((x, 166, x + 4, 194), fill=(40, 40, 70), width=2)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _store_photos(db: Session, patient: Patient, readings: _Readings, now: datetime) -> None:
+    """The wound photos the patient sent, through the real store (a review item each)."""
+    times = sorted(at for at in readings.photo_times if at <= now)
+    uploaded_by = actor_ref("user", patient.user_id) if patient.user_id else "system:demo"
+    for number, at in enumerate(times):
+        photo = prepare_photo(demo_wound_image(patient.id * 100 + number,
+                                               (number + 1) / (len(times) + 1)))
+        store_wound_photo(db, patient, photo, taken_at=at.astimezone(readings.zone),
+                          received_at=at + timedelta(minutes=2), uploaded_by=uploaded_by,
+                          body_site="incision", note="")
 
 
 def _scheduled(db: Session, rows: list[CarePlanRow], now: datetime) -> None:

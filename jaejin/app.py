@@ -31,6 +31,9 @@ ROUTER_MODULES: tuple[str, ...] = (
     # First: routes are matched in mount order, and the policy API serves other systems at
     # thousands of calls a second (its paths overlap no other module's).
     "jaejin.policy.api",
+    # Booking and slot search are the other high-rate API (their paths overlap no other
+    # module's either); matching a path against every earlier module costs over a millisecond.
+    "jaejin.scheduling.api",
     "jaejin.accounts.oauth",
     "jaejin.accounts.pages",
     "jaejin.directory.api",
@@ -41,7 +44,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "jaejin.monitoring.pages",
     "jaejin.web.audit_pages",
     "jaejin.visits.pages",
-    "jaejin.scheduling.api",
+    "jaejin.scheduling.pages",
 )
 
 API_PREFIXES = ("/api/", "/oauth2/", "/fhir/")

@@ -41,7 +41,7 @@ from jaejin.core.errors import Problem, not_found
 from jaejin.core.i18n import N_
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
-from jaejin.scheduling import notifications, pages, service, wire
+from jaejin.scheduling import notifications, service, wire
 from jaejin.scheduling.appointments import AppointmentStatus
 from jaejin.scheduling.calendar_files import InvitationMethod
 from jaejin.scheduling.errors import SchedulingError
@@ -55,7 +55,7 @@ from jaejin.scheduling.store import (
 )
 from jaejin.scheduling.zones import canonical_zone_name, resolve_zone
 
-#: The JSON routes; `router` (at the end) also carries the pages, so the app mounts one module.
+#: The JSON routes (`router`, at the end).
 api_router = APIRouter(prefix="/api/v1", tags=["scheduling"])
 
 STAFF = service.VIEWING_STAFF
@@ -487,6 +487,7 @@ def cancel_appointment(appointment_id: int, principal: Changer, db: DbSession,
     return json_response(appointment_json(db, appointment, with_outbox=False))
 
 
-router = APIRouter()
-router.include_router(api_router)
-router.include_router(pages.router)
+#: The JSON routes only: the application mounts them early (matched before the other
+#: modules' routes, for the booking and slot-search rates) and the pages
+#: (`jaejin.scheduling.pages.router`) with the other pages.
+router = api_router

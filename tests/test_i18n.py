@@ -130,7 +130,7 @@ def test_a_language_without_a_catalogue_falls_back_to_english() -> None:
 
 #: Languages translated in full for every capability (gettext directory names). A language is
 #: listed only when complete: a half-translated page is worse for a patient than English.
-COMPLETE_LANGUAGES = ("ja", "zh_Hans", "zh_Hant", "ru", "vi", "th", "mn")
+COMPLETE_LANGUAGES = ("ja", "zh_Hans", "zh_Hant", "ru", "vi", "th", "mn", "ar")
 #: Capabilities whose catalogues the patients' languages must cover.
 CAPABILITIES = tuple(sorted(path.parent.name for path in REPOSITORY.glob("jaejin/*/locales")))
 
@@ -234,12 +234,14 @@ def test_patients_languages_are_returned_with_their_parameters(
     ("vi-VN,vi;q=0.9", "vi", ("Đăng nhập", "Mật khẩu", "Chuyển đến nội dung", "Nhận lời mời")),
     ("th-TH,th;q=0.9", "th", ("เข้าสู่ระบบ", "รหัสผ่าน", "ข้ามไปยังเนื้อหา", "ตอบรับคำเชิญ")),
     ("mn-MN,mn;q=0.9", "mn", ("Нэвтрэх", "Нууц үг", "Агуулга руу шилжих", "Урилга хүлээн авах")),
+    ("ar-EG,ar;q=0.9", "ar", ("تسجيل الدخول", "كلمة المرور", "الانتقال إلى المحتوى", "قبول دعوة")),
 ])
 def test_the_sign_in_page_speaks_the_browsers_language(client, header: str, lang: str,
                                                        words: tuple[str, ...]) -> None:
     page = client.get("/login", headers={"Accept-Language": header})
     assert page.status_code == 200
-    assert f'<html lang="{lang}" dir="ltr">' in page.text
+    direction = "rtl" if lang in RIGHT_TO_LEFT else "ltr"
+    assert f'<html lang="{lang}" dir="{direction}">' in page.text
     for word in words:
         assert word in page.text
     for english in ("Sign in", "Password", "Skip to content"):
@@ -252,6 +254,14 @@ def test_russian_counts_take_the_right_plural_form() -> None:
             for count in (1, 3, 5, 11, 21, 22)}
     assert days == {1: "1 день", 3: "3 дня", 5: "5 дней", 11: "11 дней", 21: "21 день",
                     22: "22 дня"}
+
+
+def test_arabic_counts_take_the_right_plural_form() -> None:
+    compile_catalogues()
+    days = {count: translate_plural("ar", "{count} day", "{count} days", count)
+            for count in (0, 1, 2, 3, 11, 100)}
+    assert days == {0: "0 يوم", 1: "يوم واحد", 2: "يومان", 3: "3 أيام", 11: "11 يومًا",
+                    100: "100 يوم"}
 
 
 def test_a_japanese_patient_books_in_japanese(client, actors, db) -> None:

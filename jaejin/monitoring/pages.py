@@ -507,6 +507,7 @@ def _patient_page_context(db: Session, principal: Principal, patient: Patient,
         "form": _plan_form_values(plan), "threshold_fields": PLAN_FORM_THRESHOLDS,
         "threshold_labels": PLAN_FORM_LABELS,
         "can_plan": principal.can_act_for(patient.institution_id, Role.CLINICIAN),
+        "is_clinician": principal.can_act_for(patient.institution_id, Role.CLINICIAN),
         "can_respond": any(principal.can_act_for(patient.institution_id, role)
                            for role in RESPONDERS),
         "actor_names": actor_names(db, [row.acknowledged_by for row in alert_rows]

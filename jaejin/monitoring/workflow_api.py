@@ -35,6 +35,7 @@ from jaejin.core.i18n import N_, translate
 from jaejin.directory.model import AwareDatetime, PhoneNumber
 from jaejin.directory.store import Patient
 from jaejin.monitoring.alerts import (
+    NEVER_AUTO_CLEARED,
     Alert,
     AlertKind,
     AlertSignal,
@@ -489,6 +490,13 @@ def take_alert_step(
             raise Problem(409, "ACKNOWLEDGE_FIRST",
                           N_("Acknowledge a critical alert before snoozing it."),
                           extra={"status": state.value})
+    if (action == AlertAction.RESOLVE and alert.kind in NEVER_AUTO_CLEARED
+            and not principal.can_act_for(row.institution_id, Role.CLINICIAN)):
+        # A wound photo is judged by a clinician looking at it (DOMAIN.md 4): a coordinator or
+        # a system may acknowledge that it arrived, not close the review.
+        raise Problem(403, "CLINICIAN_REVIEW_REQUIRED",
+                      N_("Only a clinician can resolve a wound-photo review, after looking at "
+                         "the photo."))
     by = principal_ref(principal)
     try:
         if action == AlertAction.ACKNOWLEDGE:

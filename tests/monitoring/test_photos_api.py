@@ -318,3 +318,30 @@ def test_a_patient_sends_a_photo_from_their_own_page(client, actors, db):
                           headers={"X-CSRF-Token": csrf, "HX-Request": "true"})
     assert damaged.status_code == 422 and 'role="alert"' in damaged.text
     assert _count(db.get_bind(), WoundPhotoRow) == 1
+
+
+def test_only_a_clinician_closes_a_wound_photo_review(client, actors, db):
+    patient = actors.patients["a"]
+    send(client, patient.id, phone_jpeg(), as_patient(client, actors))
+    (review,) = [row for row in _rows(db.get_bind(), AlertRow)
+                 if row.kind == AlertKind.WOUND_PHOTO_REVIEW.value]
+    coordinator = TestClient(client.app, base_url="http://testserver")
+    csrf = sign_in(coordinator, actors.person("a", Role.COORDINATOR))
+    page = coordinator.get(f"/monitoring/patients/{patient.id}").text
+    assert f"/monitoring/alerts/{review.id}/acknowledge" in page
+    assert f"/monitoring/alerts/{review.id}/resolve" not in page
+    url = f"/api/v1/monitoring/alerts/{review.id}"
+    headers = {"X-CSRF-Token": csrf}
+    assert coordinator.post(f"{url}/acknowledge", headers=headers).status_code == 200
+    refused = coordinator.post(f"{url}/resolve", headers=headers)
+    assert refused.status_code == 403
+    assert problem(refused)["code"] == "CLINICIAN_REVIEW_REQUIRED"
+    token = client_token(TestClient(client.app), actors.clients["a"])
+    assert client.post(f"{url}/resolve", headers=bearer(token)).status_code == 403
+    clinician = TestClient(client.app, base_url="http://testserver")
+    clinician_csrf = sign_in(clinician, actors.person("a", Role.CLINICIAN))
+    assert f"/monitoring/alerts/{review.id}/resolve" in clinician.get(
+        f"/monitoring/patients/{patient.id}").text
+    resolved = clinician.post(f"{url}/resolve", json={"note": "healing well"},
+                              headers={"X-CSRF-Token": clinician_csrf})
+    assert resolved.status_code == 200 and resolved.json()["status"] == "resolved"

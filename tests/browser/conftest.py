@@ -1,7 +1,7 @@
 """Browser fixtures: the live app, one headless Chromium per worker, a fresh context per test.
 
-Every browser test module sets `pytestmark = BROWSER_TESTS` so that one xdist worker runs them
-all (`--dist loadgroup`) and they share a single browser and server.
+Every test marked `browser` joins the xdist group "browser" (tests/conftest.py), so that one
+xdist worker runs them all (`--dist loadgroup`), one after another.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.core.helpers import fast_password_hashing
 from tests.live_server import LiveServer, running_server
 
 CHROMIUM = os.environ.get("JAEJIN_CHROMIUM", "/usr/bin/chromium")
@@ -33,8 +34,18 @@ PHONE = {"width": 390, "height": 844}
 
 ContextFactory = Callable[..., BrowserContext]
 
-# A shared two-core machine under load can take longer than Playwright's 5 s default to render.
-expect.set_options(timeout=10_000)
+# Deadlines, not delays (Playwright acts as soon as the page is ready): a shared two-core
+# machine under load can take far longer than Playwright's 5 s default to render.
+BROWSER_DEADLINE_MS = 30_000
+expect.set_options(timeout=BROWSER_DEADLINE_MS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    """Sign-ins in the browser verify and upgrade password hashes for real, with cheap argon2id
+    parameters (the live server runs in this process; production's are proved in test_accounts)."""
+    with fast_password_hashing():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +81,7 @@ def new_context(browser: Browser, live_server: LiveServer) -> Iterator[ContextFa
                      viewport: dict[str, int] | None = None) -> BrowserContext:
         context = browser.new_context(base_url=live_server.url, locale=locale,
                                       timezone_id=timezone_id, viewport=viewport or DESKTOP)
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(BROWSER_DEADLINE_MS)
         opened.append(context)
         return context
 

@@ -34,11 +34,14 @@ def test_a_patient_in_new_york_books_a_follow_up_in_both_zones(
     # Move on to the week holding the test day, if it is not this one.
     start = world.at("10:00")
     wanted = page.locator(f'a.slot[data-start="{start.isoformat()}"]')
+    later = page.locator("#later-slots")
     for _ in range(3):
         if wanted.count():
             break
-        page.click("#later-slots")
-        page.wait_for_timeout(200)
+        this_week = later.get_attribute("href") or ""
+        later.click()
+        # Wait until the next week's listing has replaced this one, however long that takes.
+        expect(later).not_to_have_attribute("href", this_week)
     expect(wanted).to_be_visible()
     local = format_local_time(start, NEW_YORK, "en", date_style="weekday")
     # 10:00 in Seoul is the evening before in New York: the label says both, with weekdays.

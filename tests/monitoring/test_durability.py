@@ -7,16 +7,13 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +24,7 @@ from jaejin.core.config import Settings
 from jaejin.core.database import build_engine, session_factory
 from jaejin.monitoring.store import ReadingRow
 from tests.core.helpers import fast_password_hashing
+from tests.live_server import free_port, uvicorn_process
 
 
 @pytest.fixture(autouse=True)
@@ -37,58 +35,24 @@ def _cheap_password_hashing() -> Iterator[None]:
 
 pytestmark = pytest.mark.xdist_group("durability")
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 REQUESTS = 120
 READINGS_PER_REQUEST = 5
 SENDERS = 3
 KILL_AFTER_ACKNOWLEDGED = 25
-STARTUP_SECONDS = 40.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
 def uvicorn_server(settings: Settings, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`uvicorn jaejin.asgi:app` in a process of its own, on the test database."""
+    """`uvicorn jaejin.asgi:app` in a process of its own, on the test database; the block
+    starts once it answers (tests.live_server waits on /healthz, however loaded the machine)."""
     environment = {
-        **os.environ,
         "JAEJIN_DATABASE_URL": settings.database_url,
         "JAEJIN_SECRET_KEY": settings.secret_key,
         "JAEJIN_ENVIRONMENT": "test",
-        "JAEJIN_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "JAEJIN_REDIS_URL": None,
     }
-    environment.pop("JAEJIN_REDIS_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "jaejin.asgi:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        cwd=REPOSITORY, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(process.stderr.read().decode() if process.stderr else "")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start in time")
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with uvicorn_process(environment, port=port) as server:
+        yield server.process
 
 
 @dataclass
@@ -148,7 +112,7 @@ def test_a_server_killed_mid_stream_loses_no_acknowledged_reading_and_stores_non
 ):
     patient_id = actors.patients["a"].id
     stream = Stream(_bodies())
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     url = f"{base}/api/v1/monitoring/patients/{patient_id}/readings"
     with uvicorn_server(settings, port) as process:

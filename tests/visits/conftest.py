@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,7 +20,6 @@ from jaejin.core.audit import AuditActor, AuditEntry
 from jaejin.core.authn import SESSION_COOKIE
 from jaejin.core.config import Settings
 from jaejin.core.database import utcnow
-from jaejin.core.i18n import get_translator
 from jaejin.core.security import new_token, token_digest
 from jaejin.directory.store import Consent, Interpreter, LocalPhysician
 from jaejin.scheduling.store import Appointment
@@ -43,28 +37,7 @@ from tests.core.helpers import fast_password_hashing
 from tests.support import Actors
 
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
-LOCALES = Path(__file__).resolve().parents[2] / "jaejin" / "visits" / "locales"
 BROKER_KINDS = ("in_process", "redis")
-
-
-def _compile_visit_catalogues() -> None:
-    """Compile this capability's .po files, replacing each .mo atomically (xdist-safe)."""
-    for po_path in sorted(LOCALES.glob("*/LC_MESSAGES/messages.po")):
-        mo_path = po_path.with_suffix(".mo")
-        if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
-            continue
-        with po_path.open("rb") as po_file:
-            catalogue = read_po(po_file)
-        handle, temporary = tempfile.mkstemp(dir=po_path.parent, suffix=".mo.tmp")
-        with os.fdopen(handle, "wb") as mo_file:
-            write_mo(mo_file, catalogue)
-        os.replace(temporary, mo_path)
-    get_translator.cache_clear()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def visit_catalogues() -> None:
-    _compile_visit_catalogues()
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from jaejin.core.errors import Problem, not_found, request_language
 from jaejin.core.i18n import N_, locale_directory_name, translate, translate_plural
 from jaejin.directory.store import Institution, Patient
 from jaejin.monitoring import workflow_api
-from jaejin.monitoring.alerts import AlertState, Severity
+from jaejin.monitoring.alerts import AlertKind, AlertState, Severity
 from jaejin.monitoring.api import audit_ingest
 from jaejin.monitoring.careplans import (
     CarePlan,
@@ -727,6 +727,9 @@ class PatientNotice:
     at: datetime
 
 
+_PHOTO_WITH_CARE_TEAM = N_("Your care team has your wound photo and will look at it.")
+
+
 def _notices(db: Session, patient: Patient, language: str) -> list[PatientNotice]:
     rows = db.execute(
         select(AlertRow).where(AlertRow.patient_id == patient.id,
@@ -736,7 +739,13 @@ def _notices(db: Session, patient: Patient, language: str) -> list[PatientNotice
     notices: list[PatientNotice] = []
     for row in rows:
         guidance = guidance_for(row, patient, language)
-        text = guidance if guidance is not None else alert_explanation(row, language)
+        if guidance is not None:
+            text = guidance
+        elif row.kind == AlertKind.WOUND_PHOTO_REVIEW.value:
+            # The care team's "to review" is not the patient's to-do.
+            text = translate(language, _PHOTO_WITH_CARE_TEAM)
+        else:
+            text = alert_explanation(row, language)
         notices.append(PatientNotice(row.severity, guidance is not None, text,
                                      row.last_signal_at))
     notices.sort(key=lambda notice: (not notice.critical, -notice.at.timestamp()))

@@ -345,3 +345,10 @@ def test_only_a_clinician_closes_a_wound_photo_review(client, actors, db):
     resolved = clinician.post(f"{url}/resolve", json={"note": "healing well"},
                               headers={"X-CSRF-Token": clinician_csrf})
     assert resolved.status_code == 200 and resolved.json()["status"] == "resolved"
+
+
+def test_the_patient_reads_that_the_care_team_has_the_photo(client, actors, db):
+    send(client, actors.patients["a"].id, phone_jpeg(), as_patient(client, actors))
+    page = client.get("/monitoring/me").text
+    assert "Your care team has your wound photo and will look at it." in page
+    assert "New wound photo to review" not in page

@@ -74,9 +74,9 @@ from tests.authz import (
 from tests.core.helpers import empty_database, fast_password_hashing
 from tests.support import Actors
 
-# One worker would build the world once. With pytest 9 and pytest-xdist 3.8, --dist loadgroup
-# does not group (xdist renames item._nodeid, which pytest 9 no longer reads): each worker
-# then builds its own world for the cases it runs, which the cases must (and do) tolerate.
+# One worker builds the world once and runs every case (--dist loadgroup; tests/conftest.py
+# makes sure the grouping is in effect). Run without xdist's grouping, each worker would build
+# its own world for the cases it runs, which the cases must (and do) tolerate.
 pytestmark = pytest.mark.xdist_group("authorization_matrix")
 
 TESTS = Path(__file__).resolve().parent

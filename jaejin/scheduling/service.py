@@ -688,10 +688,29 @@ def next_free(db: Session, schedule: Schedule, after: datetime, *, now: datetime
     first = max(after, now).astimezone(schedule.zone).date()
     last = first + timedelta(days=NEXT_FREE_HORIZON_DAYS - 1)
     if interpreter_language is not None:
-        found = find_slots(db, schedule, first, last, schedule.zone, now=now,
-                           interpreter_language=interpreter_language, patient=patient,
-                           excluding=excluding)
-        return [slot for slot in found if slot.start >= after][:NEXT_FREE_COUNT]
+        with_interpreter = find_slots(db, schedule, first, last, schedule.zone, now=now,
+                                      interpreter_language=interpreter_language,
+                                      patient=patient, excluding=excluding)
+        return [slot for slot in with_interpreter if slot.start >= after][:NEXT_FREE_COUNT]
+    found: list[Slot] = []
+    # The first two days first: they usually hold the alternatives, and a busy practitioner's
+    # fortnight is hundreds of appointments to read.
+    for window_first, window_last in ((first, min(last, first + timedelta(days=1))),
+                                      (first + timedelta(days=2), last)):
+        if window_first > window_last or len(found) >= NEXT_FREE_COUNT:
+            break
+        found.extend(_free_slots_in(db, schedule, window_first, window_last, after=after,
+                                    now=now, patient=patient, excluding=excluding))
+    found.sort(key=lambda slot: slot.start)
+    return found[:NEXT_FREE_COUNT]
+
+
+def _free_slots_in(db: Session, schedule: Schedule, first: date, last: date, *,
+                   after: datetime, now: datetime, patient: Patient | None,
+                   excluding: int | None) -> list[Slot]:
+    """`next_free`'s search over the local dates `first`..`last`: the grid walked day by day
+    until enough slots are found (and one day more: a clock change could put an earlier slot
+    on the next local date)."""
     requested = search_interval(first, last, schedule.zone)
     reach = requested.end + schedule.visit_type.step
     own: list[Interval] = []
@@ -704,7 +723,7 @@ def next_free(db: Session, schedule: Schedule, after: datetime, *, now: datetime
     taken, patient_taken = IntervalSet(busy), IntervalSet(own)
     earliest = max(requested.start, now, after)
     grids = day_grids(schedule)
-    found = []
+    found: list[Slot] = []
     day, enough_on = first, None
     while day <= last and (enough_on is None or day <= enough_on):
         for slot in grid_on(schedule, day, grids):
@@ -713,11 +732,9 @@ def next_free(db: Session, schedule: Schedule, after: datetime, *, now: datetime
                     and not (patient_taken and patient_taken.overlaps(slot.start, slot.end))):
                 found.append(slot)
         if enough_on is None and len(found) >= NEXT_FREE_COUNT:
-            # One day more: a clock change could put an earlier slot on the next local date.
             enough_on = day + timedelta(days=1)
         day += timedelta(days=1)
-    found.sort(key=lambda slot: slot.start)
-    return found[:NEXT_FREE_COUNT]
+    return found
 
 
 @functools.lru_cache(maxsize=1 << 16)

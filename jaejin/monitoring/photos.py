@@ -167,7 +167,10 @@ def _open(data: bytes) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             return Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:
+            # Pillow's own ceiling (twice `Image.MAX_IMAGE_PIXELS`), far above ours.
+            raise _too_many_pixels(2 * (Image.MAX_IMAGE_PIXELS or 0), "+") from None
+        except UnidentifiedImageError:
             raise PhotoProblem(
                 415, "PHOTO_FORMAT_UNSUPPORTED",
                 N_("The file is not a photo in a format Jaejin accepts ({formats})."),
@@ -175,6 +178,15 @@ def _open(data: bytes) -> Image.Image:
             ) from None
         except (OSError, ValueError, SyntaxError, EOFError):
             raise _corrupt() from None
+
+
+def _too_many_pixels(pixels: int, more: str = "") -> PhotoProblem:
+    return PhotoProblem(
+        422, "PHOTO_TOO_MANY_PIXELS",
+        N_("The photo has {pixels} megapixels; at most {limit} are accepted."),
+        pixels=f"{round(pixels / 1_000_000)}{more}",
+        limit=str(WOUND_PHOTO_MAX_PIXELS // 1_000_000),
+    )
 
 
 def _corrupt() -> PhotoProblem:
@@ -201,12 +213,7 @@ def prepare_photo(data: bytes) -> PreparedPhoto:
             formats=_FORMAT_NAMES,
         )
     if image.width * image.height > WOUND_PHOTO_MAX_PIXELS:
-        raise PhotoProblem(
-            422, "PHOTO_TOO_MANY_PIXELS",
-            N_("The photo has {pixels} megapixels; at most {limit} are accepted."),
-            pixels=str(round(image.width * image.height / 1_000_000)),
-            limit=str(WOUND_PHOTO_MAX_PIXELS // 1_000_000),
-        )
+        raise _too_many_pixels(image.width * image.height)
     try:
         image.load()
         camera_time = _camera_time(image)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -104,7 +106,21 @@ def test_an_animation_is_not_a_wound_photo():
     assert refused(buffer.getvalue()).code == "PHOTO_ANIMATED"
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a canvas and holds no pixels (a "decompression bomb" header)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
 def test_too_many_pixels_or_bytes_are_refused_before_decoding():
+    # Beyond even Pillow's own ceiling: refused when the header is read.
+    problem = refused(_png_header_only(30_000, 30_000))
+    assert (problem.status, problem.code) == (422, "PHOTO_TOO_MANY_PIXELS")
+    assert problem.params["pixels"].endswith("+")
     # 1 bit per pixel: a 56-megapixel canvas in a small file, refused from its header.
     problem = refused(png(8000, 7000, mode="1"))
     assert (problem.status, problem.code) == (422, "PHOTO_TOO_MANY_PIXELS")

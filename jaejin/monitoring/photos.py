@@ -4,7 +4,8 @@ A phone photo carries more than the wound: EXIF holds the GPS position of the pa
 the phone's make and serial number, sometimes a thumbnail of the uncropped picture. Nothing of
 the file as sent is kept. `prepare_photo` decodes it with Pillow (a file that does not decode
 whole is refused), turns it upright by its EXIF orientation (the only EXIF that matters to a
-clinician), and encodes new pixels without any metadata: JPEG for photographs, PNG stays PNG
+clinician), and encodes new pixels without any metadata (only an RGB colour profile is kept, so
+the redness of a wound looks as the phone saw it): JPEG for photographs, PNG stays PNG
 (lossless in, lossless kept). A thumbnail for the care team's page is made at the same time.
 
 HEIC (iPhone) is accepted when the optional `pillow-heif` plug-in is installed; without it the
@@ -127,7 +128,7 @@ def _camera_time(image: Image.Image) -> datetime | None:
 def _metadata_names(image: Image.Image) -> tuple[str, ...]:
     """What the sent file carried besides pixels (for the audit trail: never the values)."""
     names = sorted(name for name in image.info if name in {"exif", "xmp", "XML:com.adobe.xmp",
-                                                          "comment", "icc_profile"})
+                                                          "comment"})
     try:
         exif = image.getexif()
         if exif.get_ifd(0x8825):
@@ -149,16 +150,32 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _encode(image: Image.Image, as_png: bool, quality: int) -> bytes:
+def _encode(image: Image.Image, as_png: bool, quality: int, colour: bytes | None) -> bytes:
+    """New pixels and, of everything else, only the colour profile (`colour`: an RGB ICC
+    profile or None): no `pnginfo`, no `exif`, no comment."""
     buffer = io.BytesIO()
+    profile = {"icc_profile": colour} if colour else {}
     if as_png:
         if image.mode not in ("RGB", "RGBA", "L", "LA"):
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        # No `pnginfo`, no `exif`: the new file holds pixels only.
-        image.save(buffer, "PNG", optimize=False)
+        image.save(buffer, "PNG", optimize=False,
+                   **(profile if image.mode in ("RGB", "RGBA") else {}))
     else:
-        _flatten(image).save(buffer, "JPEG", quality=quality, optimize=True)
+        _flatten(image).save(buffer, "JPEG", quality=quality, optimize=True, **profile)
     return buffer.getvalue()
+
+
+#: Colour profiles are kept (a phone's Display P3 shown as sRGB would pale the redness of a
+#: wound), up to this size: a profile describes colours, not the patient or the phone.
+_MAX_PROFILE_BYTES: Final = 512 * 1024
+
+
+def _colour_profile(image: Image.Image) -> bytes | None:
+    profile = image.info.get("icc_profile")
+    if not isinstance(profile, bytes) or len(profile) > _MAX_PROFILE_BYTES:
+        return None
+    # A profile only means something for the pixels it was made for: RGB ones here.
+    return profile if image.mode in ("RGB", "RGBA") else None
 
 
 def _open(data: bytes) -> Image.Image:
@@ -224,17 +241,18 @@ def prepare_photo(data: bytes) -> PreparedPhoto:
     if original_format != "MPO" and getattr(image, "n_frames", 1) > 1:
         raise PhotoProblem(422, "PHOTO_ANIMATED",
                            N_("An animation is not a wound photo: send a single picture."))
-    # Nothing of the sent file's side data travels on (EXIF, XMP, comments, text chunks).
+    colour = _colour_profile(image)
+    # Nothing else of the sent file's side data travels on (EXIF, XMP, comments, text chunks).
     upright.info = {}
     as_png = original_format == "PNG"
     stored = upright
     if max(stored.size) > STORED_MAX_EDGE:
         stored = stored.copy()
         stored.thumbnail((STORED_MAX_EDGE, STORED_MAX_EDGE), Image.Resampling.LANCZOS)
-    content = _encode(stored, as_png, JPEG_QUALITY)
+    content = _encode(stored, as_png, JPEG_QUALITY, colour)
     preview = stored.copy()
     preview.thumbnail((THUMBNAIL_MAX_EDGE, THUMBNAIL_MAX_EDGE), Image.Resampling.LANCZOS)
-    thumbnail = _encode(preview, False, THUMBNAIL_QUALITY)
+    thumbnail = _encode(preview, False, THUMBNAIL_QUALITY, colour)
     return PreparedPhoto(
         content=content,
         content_type="image/png" if as_png else "image/jpeg",

@@ -61,6 +61,20 @@ def test_the_copy_kept_has_no_location_no_camera_details_and_stands_upright():
     assert thumbnail.format == "JPEG" and len(thumbnail.getexif()) == 0
 
 
+def test_the_colour_profile_is_kept_and_nothing_else():
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), (200, 40, 40)).save(buffer, "JPEG", icc_profile=profile,
+                                                    comment=b"note")
+    photo = prepare_photo(buffer.getvalue())
+    kept = opened(photo.content)
+    assert kept.info.get("icc_profile") == profile
+    assert opened(photo.thumbnail).info.get("icc_profile") == profile
+    assert "comment" not in kept.info and "icc_profile" not in photo.removed_metadata
+
+
 def test_png_stays_lossless_and_webp_becomes_jpeg():
     photo = prepare_photo(png(40, 30))
     assert photo.content_type == "image/png" and opened(photo.content).format == "PNG"

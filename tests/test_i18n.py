@@ -8,8 +8,10 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from zoneinfo import ZoneInfo
 
 import pytest
 from babel.messages.catalog import Catalog
@@ -30,6 +32,8 @@ from jaejin.core.i18n import (
     translate,
     translate_plural,
 )
+from jaejin.scheduling.model import VISIT_TYPES_BY_CODE, VisitMode
+from jaejin.scheduling.reminders import reminder_text
 from tests.support import sign_in
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -262,6 +266,28 @@ def test_arabic_counts_take_the_right_plural_form() -> None:
             for count in (0, 1, 2, 3, 11, 100)}
     assert days == {0: "0 يوم", 1: "يوم واحد", 2: "يومان", 3: "3 أيام", 11: "11 يومًا",
                     100: "100 يوم"}
+
+
+@pytest.mark.parametrize(("language", "zone", "words"), [
+    ("ja", "Asia/Tokyo",
+     ("リマインダー", "海外にお住まいの方の再診", "ビデオ診療", "東京", "ソウル")),
+    ("zh-Hans", "Asia/Shanghai", ("提醒", "境外患者复诊", "视频诊疗", "上海", "首尔")),
+    ("zh-Hant", "Asia/Taipei", ("提醒", "境外患者複診", "視訊診療", "台北", "首爾")),
+])
+def test_a_patient_abroad_reads_the_reminder_in_their_language(
+        language: str, zone: str, words: tuple[str, ...]) -> None:
+    """The SMS/e-mail reminder text: visit type, mode and both cities in the patient's words."""
+    compile_catalogues()
+    seoul = ZoneInfo("Asia/Seoul")
+    text = reminder_text(
+        language, visit_type=VISIT_TYPES_BY_CODE["international_follow_up"],
+        mode=VisitMode.VIDEO, start=datetime(2026, 3, 10, 9, tzinfo=seoul),
+        institution_zone=seoul, recipient_zone=ZoneInfo(zone), practitioner_name="Dr Kim",
+        join_url="https://example.org/v/abc")
+    for word in (*words, "Dr Kim", "https://example.org/v/abc"):
+        assert word in text
+    for english in ("reminder", "International follow-up", "video visit", "Join"):
+        assert english not in text
 
 
 def test_a_japanese_patient_books_in_japanese(client, actors, db) -> None:

@@ -59,6 +59,7 @@ from jaejin.monitoring.ingest import (
     IngestPatient,
     IngestResult,
     ItemResult,
+    ItemStatus,
     UploadKind,
     ingest_items,
     issue_nightscout_secret,
@@ -253,10 +254,18 @@ def result_json(patient: IngestPatient, result: IngestResult, language: str,
 
 def audit_ingest(db: Session, actor: AuditActor, patient: IngestPatient, channel: str,
                  result: IngestResult) -> None:
-    """One audit entry per request and patient, with counts (never one per reading)."""
+    """One audit entry per request and patient, with counts and the range of the new readings'
+    ids (never one entry per reading)."""
+    detail: dict[str, Any] = {"channel": channel, **result.counts()}
+    created = [
+        reading_id for item in result.items if item.status is ItemStatus.CREATED
+        for reading_id in item.reading_ids
+    ]
+    if created:
+        detail["reading_ids"] = {"first": min(created), "last": max(created)}
     record(db, actor, AuditEvent(
         "create", "monitoring_reading", None, patient.patient_id, patient.institution_id,
-        detail={"channel": channel, **result.counts()},
+        detail=detail,
     ))
 
 

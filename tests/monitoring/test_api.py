@@ -400,6 +400,8 @@ def test_each_request_writes_one_audit_entry_with_counts(client, actors, db):
         "create", "monitoring_reading", patient.id)
     assert entry.detail["created"] == 25 and entry.detail["refused"] == 1
     assert entry.detail["channel"] == "json"
+    ids = fetch(db, select(ReadingRow.id).where(ReadingRow.patient_id == patient.id))
+    assert entry.detail["reading_ids"] == {"first": min(ids), "last": max(ids)}
 
 
 # ---------------------------------------------------------------------------- reading

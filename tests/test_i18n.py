@@ -3,6 +3,7 @@ ever damaging a team's hand-kept catalogue, and pages pick the right language an
 
 from __future__ import annotations
 
+import functools
 import gettext
 import importlib.util
 import shutil
@@ -183,12 +184,22 @@ def test_every_message_is_translated_with_its_placeholders(capability: str,
     assert problems == []
 
 
+@functools.cache
+def _source_messages(capability: str) -> frozenset[tuple[object, object]]:
+    """The msgids the extractor finds in the capability's source (extracted once per run)."""
+    return frozenset((message.context, pipeline._ids(message)[0])
+                     for message in pipeline.build_template(capability) if message.id)
+
+
 @pytest.mark.parametrize("language", COMPLETE_LANGUAGES)
-def test_the_check_command_passes_for_each_complete_language(language: str) -> None:
-    """Also catches msgids found in the source that no catalogue lists yet."""
-    findings = [str(finding) for capability in PLATFORM
-                for finding in pipeline.check(capability, language)]
-    assert findings == []
+def test_every_message_in_the_platform_source_is_in_each_language(language: str) -> None:
+    """Also catches msgids found in the source that the ko/en catalogues do not list yet."""
+    missing = []
+    for capability in PLATFORM:
+        catalogue = _catalogue(pipeline.catalogue_path(capability, language))
+        missing += [(capability, msgid) for context, msgid in _source_messages(capability)
+                    if catalogue.get(msgid, context) is None]
+    assert missing == []
 
 
 @pytest.mark.parametrize("language", COMPLETE_LANGUAGES)
@@ -218,7 +229,6 @@ def test_a_message_reads_the_same_in_every_capability(language: str) -> None:
 ])
 def test_patients_languages_are_returned_with_their_parameters(
         language: str, expected: dict[str, str]) -> None:
-    compile_catalogues()
     for message, text in expected.items():
         assert translate(language, message, name="佐藤") == text
     one = translate_plural(language, "{count} day", "{count} days", 1)
@@ -253,7 +263,6 @@ def test_the_sign_in_page_speaks_the_browsers_language(client, header: str, lang
 
 
 def test_russian_counts_take_the_right_plural_form() -> None:
-    compile_catalogues()
     days = {count: translate_plural("ru", "{count} day", "{count} days", count)
             for count in (1, 3, 5, 11, 21, 22)}
     assert days == {1: "1 день", 3: "3 дня", 5: "5 дней", 11: "11 дней", 21: "21 день",
@@ -261,7 +270,6 @@ def test_russian_counts_take_the_right_plural_form() -> None:
 
 
 def test_arabic_counts_take_the_right_plural_form() -> None:
-    compile_catalogues()
     days = {count: translate_plural("ar", "{count} day", "{count} days", count)
             for count in (0, 1, 2, 3, 11, 100)}
     assert days == {0: "0 يوم", 1: "يوم واحد", 2: "يومان", 3: "3 أيام", 11: "11 يومًا",
@@ -277,7 +285,6 @@ def test_arabic_counts_take_the_right_plural_form() -> None:
 def test_a_patient_abroad_reads_the_reminder_in_their_language(
         language: str, zone: str, words: tuple[str, ...]) -> None:
     """The SMS/e-mail reminder text: visit type, mode and both cities in the patient's words."""
-    compile_catalogues()
     seoul = ZoneInfo("Asia/Seoul")
     text = reminder_text(
         language, visit_type=VISIT_TYPES_BY_CODE["international_follow_up"],

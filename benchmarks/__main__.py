@@ -9,6 +9,7 @@ import sys
 
 BENCHMARKS = (
     "benchmarks.bench_policy",
+    "benchmarks.bench_audit",
     "benchmarks.bench_policy_http",
     "benchmarks.bench_scheduling",
     "benchmarks.bench_signalling",

@@ -195,12 +195,12 @@ def audit_verify() -> None:
     with session_scope() as db:
         report = verify_chain(db)
     if report.intact:
-        typer.echo(f"audit chain intact: {report.entries_checked} entries verified")
+        typer.echo(f"audit chain intact: {report.entries_checked} entries verified in "
+                   f"{report.chains_checked} chains")
         return
     # Plain lines, never wrapped: operators grep and forward this output.
     for problem in report.problems:
-        where = f"entry {problem.sequence}" if problem.sequence is not None else "chain"
-        typer.secho(f"{where}: {problem.problem}", fg="red", err=True)
+        typer.secho(f"{problem.where}: {problem.problem}", fg="red", err=True)
     typer.secho(f"audit chain BROKEN: {len(report.problems)} problems in "
                 f"{report.entries_checked} entries", fg="red", err=True)
     raise typer.Exit(1)

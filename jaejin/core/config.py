@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     login_lockout_minutes: int = 15
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
     policy_packs_directory: Path | None = None
+    #: Audit hash chains concurrent writers spread over on PostgreSQL (SQLite keeps one).
+    audit_chains: int = Field(default=16, ge=1, le=256)
 
     @field_validator("database_url")
     @classmethod

@@ -78,7 +78,8 @@ def audit_log(request: Request, principal: Auditor, db: DbSession,
         query = query.where(
             AuditEntry.occurred_at < datetime.combine(end + timedelta(days=1), time(), UTC))
     total = db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    entries = list(db.execute(query.order_by(AuditEntry.sequence.desc())
+    # Newest first across every chain (chain and sequence say where each is in its chain).
+    entries = list(db.execute(query.order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc())
                               .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).scalars())
     # Recorded under each institution searched, so its other auditors see who looked.
     for institution_id in sorted(scope):

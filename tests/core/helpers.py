@@ -106,7 +106,8 @@ def count_rows(engine: Engine, *models: type[Any]) -> dict[str, int]:
 
 def audit_entries(engine: Engine, **filters: Any) -> list[AuditEntry]:
     with session_factory(engine)() as session:
-        query = select(AuditEntry).order_by(AuditEntry.sequence)
+        # Entries in the order they were written, across every chain.
+        query = select(AuditEntry).order_by(AuditEntry.id)
         for name, value in filters.items():
             query = query.where(getattr(AuditEntry, name) == value)
         return list(session.execute(query).scalars())

@@ -205,7 +205,7 @@ def test_audit_verify_names_an_entry_whose_detail_was_edited(jaejin, engine, tra
                            {"detail": json.dumps({"covered": "up"}), "s": edited})
     result = jaejin("audit", "verify")
     assert result.exit_code == 1
-    assert f"entry {edited}: content does not match its hash (edited)" in result.stderr
+    assert f"chain 1, entry {edited}: content does not match its hash (edited)" in result.stderr
     assert "audit chain BROKEN: 1 problems" in result.stderr
 
 
@@ -222,7 +222,7 @@ def test_audit_verify_catches_an_edit_even_when_the_forger_rehashes_the_entry(ja
         session.commit()
     result = jaejin("audit", "verify")
     assert result.exit_code == 1
-    assert f"entry {edited + 1}: link to the previous entry is broken" in result.output
+    assert f"chain 1, entry {edited + 1}: link to the previous entry is broken" in result.output
 
 
 def test_audit_verify_catches_a_deleted_entry_in_the_middle(jaejin, engine, trail):
@@ -250,7 +250,7 @@ def test_audit_verify_catches_the_chain_head_deleted_with_the_newest_entries(jae
         connection.execute(text("DELETE FROM audit_chain_head"))
     result = jaejin("audit", "verify")
     assert result.exit_code == 1
-    assert "chain: the chain head is missing (deleted)" in result.stderr
+    assert "chain 1: the chain head is missing (deleted)" in result.stderr
 
 
 def test_an_empty_audit_trail_is_intact(jaejin, clean_database):

@@ -43,7 +43,7 @@ VISIT = "visit-1"
 ROSTER: dict[str, dict[str, ParticipantRole]] = {VISIT: PARTICIPANTS}
 # A deadline, not a delay: video normally flows within seconds, but four browsers encoding and
 # decoding on a loaded two-core machine can take far longer.
-FRAMES_TIMEOUT_SECONDS = 60
+FRAMES_TIMEOUT_SECONDS = 120
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -244,7 +245,7 @@ def _row(
     return {
         "patient_id": patient.patient_id,
         "institution_id": patient.institution_id,
-        "metric": reading.metric.value,
+        "metric": _METRIC_TEXT[reading.metric],
         "loinc": reading.loinc,
         # A float whatever the caller built: one array must not mix integers and floats.
         "value": float(reading.value),
@@ -325,18 +326,20 @@ _INSERT_SKIPPING_STORED: Final = _unnest_insert("ON CONFLICT DO NOTHING ")
 #: of new readings, the usual case, is cheaper inserted plainly and tried again the careful
 #: way only when it clashes.
 _INSERT_ALL_NEW: Final = _unnest_insert("")
-#: From this many readings a request tries `_INSERT_ALL_NEW` first (its savepoint costs two
-#: statements, more than the probes of a few rows).
-_OPTIMISTIC_FROM_ROWS: Final = 32
+#: From this many readings a request goes in as arrays, trying `_INSERT_ALL_NEW` first (its
+#: savepoint costs two statements, more than the probes of a few rows). Fewer readings go in
+#: as one VALUES list of plain parameters, cheaper to send than a dozen one-element arrays.
+_BULK_FROM_ROWS: Final = 32
 
 
 #: A metric's stored text (an enum's `.value` costs a Python-level descriptor call per reading).
 _METRIC_TEXT: Final = {metric: metric.value for metric in Metric}
-
-
-def _insert_statement(db: Session) -> Any:
-    statement = sqlite_insert(_READINGS).on_conflict_do_nothing()
-    return statement.returning(_READINGS.c.id, _READINGS.c.fingerprint)
+#: Per dialect: INSERT ... VALUES ... ON CONFLICT DO NOTHING RETURNING id, fingerprint.
+_VALUES_INSERT: Final = {
+    name: insert(_READINGS).on_conflict_do_nothing().returning(
+        _READINGS.c.id, _READINGS.c.fingerprint)
+    for name, insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
 
 
 def _insert(
@@ -345,8 +348,9 @@ def _insert(
 ) -> dict[bytes, int]:
     """Insert rows (reading, fingerprint, stored key), skipping conflicts; the new rows' ids
     by fingerprint."""
-    if db.get_bind().dialect.name != "postgresql":
-        stored = db.execute(_insert_statement(db), [
+    dialect = db.get_bind().dialect.name
+    if dialect != "postgresql" or len(rows) < _BULK_FROM_ROWS:
+        stored = db.execute(_VALUES_INSERT[dialect], [
             _row(reading, patient, channel, fingerprint, key)
             for reading, fingerprint, key in rows
         ])
@@ -375,14 +379,13 @@ def _insert(
         "channel": channel,
     }
     parameters.update(zip((name for name, _ in _VARYING_COLUMNS), columns, strict=True))
-    if len(rows) >= _OPTIMISTIC_FROM_ROWS:
-        try:
-            with db.begin_nested():
-                result = db.execute(_INSERT_ALL_NEW, parameters).all()
-        except IntegrityError:
-            pass  # some reading is stored already (or being stored by a racing sender)
-        else:
-            return {bytes(fingerprint): reading_id for reading_id, fingerprint in result}
+    try:
+        with db.begin_nested():
+            result = db.execute(_INSERT_ALL_NEW, parameters).all()
+    except IntegrityError:
+        pass  # some reading is stored already (or being stored by a racing sender)
+    else:
+        return {bytes(fingerprint): reading_id for reading_id, fingerprint in result}
     result = db.execute(_INSERT_SKIPPING_STORED, parameters).all()
     return {bytes(fingerprint): reading_id for reading_id, fingerprint in result}
 

@@ -14,11 +14,13 @@ keeps in its `acknowledged_by`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Final
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -394,8 +396,26 @@ def plan_from_row(row: CarePlanRow | None) -> CarePlan:
     """The `CarePlan` a stored plan row describes (`UNENROLLED_PLAN` for None)."""
     if row is None:
         return UNENROLLED_PLAN
-    base = template_plan(PlanTemplate(row.template))
-    return base.with_overrides(row.overrides) if row.overrides else base
+    return plan_of(row.template, row.overrides)
+
+
+def plan_of(template: str | None, overrides: Mapping[str, Any] | None) -> CarePlan:
+    """The `CarePlan` of a stored template and overrides (`UNENROLLED_PLAN` without a template).
+
+    Built once per distinct plan: applying overrides validates them, about half a millisecond
+    that every reading sent would otherwise spend again. A `CarePlan` is immutable, so one
+    instance serves every request.
+    """
+    if template is None:
+        return UNENROLLED_PLAN
+    return _built_plan(template, orjson.dumps(overrides or {}, option=orjson.OPT_SORT_KEYS))
+
+
+@lru_cache(maxsize=4096)
+def _built_plan(template: str, overrides: bytes) -> CarePlan:
+    base = template_plan(PlanTemplate(template))
+    given = orjson.loads(overrides)
+    return base.with_overrides(given) if given else base
 
 
 def active_plan(db: Session, patient_id: int) -> CarePlan:

@@ -5,8 +5,9 @@ request measured in the same run.
 
 For each worker count, the real application runs under uvicorn (uvloop, httptools, no access
 log) on a free port, against a fresh SQLite file (or a fresh database on the PostgreSQL server
-named by JAEJIN_BENCH_POSTGRES_URL). A system client is created, gets a bearer token from
-/oauth2/token, and then 16 concurrent keep-alive connections send, back to back:
+named by JAEJIN_BENCH_POSTGRES_URL; `--postgres` for the local one). A system client is
+created, gets a bearer token from /oauth2/token, and then 16 concurrent keep-alive connections
+send, back to back:
 
 * decisions: `POST /api/v1/policy/evaluate` with the realistic mix of `bench_policy` (follow-ups
   and first visits under every pack, hospitals, banned drugs, patients abroad, ko and en);
@@ -14,11 +15,7 @@ named by JAEJIN_BENCH_POSTGRES_URL). A system client is created, gets a bearer t
   authenticated route: the same bearer-token authentication (a database look-up of the client)
   with no work after it, so the ratio is the price of the decision itself;
 * directory: `GET /api/v1/institutions`, the platform's ordinary authenticated route reading
-  the database. On SQLite it currently fails under concurrent load ("database is locked" after
-  the 15 s busy timeout: every SQLite transaction takes the write lock; the route's read
-  transaction, begun in a worker thread, lasts until the request's session is closed after the
-  response, while the next request's caller look-up runs BEGIN IMMEDIATE on the event loop and
-  blocks it), so it is loaded on PostgreSQL only unless asked; failures are counted and shown.
+  the database through the request's session.
 
 Rounds alternate the three; each figure is the median round (min-max shown). The
 load generator is a minimal HTTP/1.1 client on asyncio streams (httpx would spend more CPU than
@@ -103,7 +100,7 @@ DIRECTORY = ("directory", "GET", "/api/v1/institutions")
 
 
 def measure(url: str, credentials: tuple[str, str], workers: int, seconds: float,
-            rounds: int, with_directory: bool) -> tuple[list[Summary], dict[str, int]]:
+            rounds: int) -> tuple[list[Summary], dict[str, int]]:
     bodies = [orjson.dumps(payload) for payload in realistic_mix()]
     with serve(url, workers) as server:
         port = server.port
@@ -112,7 +109,6 @@ def measure(url: str, credentials: tuple[str, str], workers: int, seconds: float
         workloads = [
             (label, encoded_requests(method, path, token, bodies if method == "POST" else None))
             for label, method, path in (DECISIONS, BASELINE, DIRECTORY)
-            if with_directory or label != "directory"
         ]
         # Warm every path (catalogues, holiday calendars, connection pools) before timing.
         for _label, requests in workloads:
@@ -132,19 +128,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--directory-on-sqlite", action="store_true",
-                        help="also load GET /api/v1/institutions on SQLite (each refused "
-                             "request waits out the 15 s busy timeout: slow)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="on the local PostgreSQL server when JAEJIN_BENCH_POSTGRES_URL is "
+                             "not set")
     arguments = parser.parse_args()
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
 
-    with bench_database("jaejin_bench_policy") as url:
+    with bench_database("jaejin_bench_policy", postgres=arguments.postgres or None) as url:
         credentials = prepare(url)
         database = "postgresql" if url.startswith("postgresql") else "sqlite"
-        with_directory = database == "postgresql" or arguments.directory_on_sqlite
         print(f"policy API over HTTP: {CONCURRENCY} concurrent keep-alive clients, {database}, "
               f"{os.cpu_count()} CPUs shared by server and load generator, "
               f"{arguments.rounds} x {arguments.seconds:g} s rounds (median round shown); "
@@ -153,7 +148,7 @@ def main() -> None:
                  (DECISIONS, BASELINE, DIRECTORY)}
         for workers in arguments.workers:
             summaries, outcomes = measure(url, credentials, workers, arguments.seconds,
-                                          arguments.rounds, with_directory)
+                                          arguments.rounds)
             mix = ", ".join(f"{count} {kind}" for kind, count in sorted(outcomes.items()))
             print(f"\n  uvicorn workers={workers}   (mix of {sum(outcomes.values())}: {mix}; "
                   f"{load_average()})")
@@ -166,9 +161,6 @@ def main() -> None:
             if directory and not directory[0].failed:
                 print(f"    decisions / directory: {decisions.rate / directory[0].rate:.2f}x "
                       "throughput")
-            elif not directory:
-                print("    directory route not loaded on SQLite (see the module docstring; "
-                      "--directory-on-sqlite to try)")
             rate_verdict = "meets" if decisions.rate >= GOAL_DECISIONS_PER_SECOND else "MISSES"
             p99_verdict = "meets" if decisions.p99 < GOAL_P99_MS else "MISSES"
             print(f"    goal {GOAL_DECISIONS_PER_SECOND:,}/s: {rate_verdict} "

@@ -6,19 +6,28 @@ so a reader sees the access rule where the route is declared.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Connection, Engine, Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from jaejin.core.accounts import CARE_TEAM, ApiClient, Role, User, WebSession
+from jaejin.core.accounts import (
+    CARE_TEAM,
+    TWO_FACTOR_REQUIRED,
+    ApiClient,
+    Membership,
+    Role,
+    User,
+    WebSession,
+)
 from jaejin.core.audit import AuditActor, AuditEvent, record
 from jaejin.core.config import Settings, get_settings
-from jaejin.core.database import get_engine, session_factory, utcnow
+from jaejin.core.database import get_engine, read_connection, session_factory, utcnow
 from jaejin.core.errors import Problem, not_found
 from jaejin.core.i18n import N_, negotiate_language
 from jaejin.core.security import decode_access_token, new_token, token_digest
@@ -34,14 +43,21 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """A session per request. Routes commit what they change; anything uncommitted rolls back."""
-    engine = getattr(request.app.state, "engine", None) or get_engine()
-    session = session_factory(engine)()
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """A session per request. Routes commit what they change; anything uncommitted rolls back.
+
+    Async, so that opening and closing it cost no trips to the thread pool: creating a session
+    does no I/O, nor does closing one whose work was committed; a transaction still open (a
+    read-only route) is rolled back in a worker thread, never on the event loop.
+    """
+    session = session_factory(_engine_of(request))()
     try:
         yield session
     finally:
-        session.close()
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 DbSession = Annotated[Session, Depends(get_db)]
@@ -124,13 +140,15 @@ def client_address(request: Request) -> str | None:
 
 def _principal_from_user(user: User, request: Request, web_session: WebSession | None,
                          scopes: frozenset[str] = frozenset()) -> Principal:
+    """A principal from ORM objects (pages that have just signed someone in)."""
+    memberships = frozenset((m.institution_id, Role(m.role)) for m in user.memberships)
     return Principal(
         kind="user",
         subject_id=user.id,
         label=user.display_name,
         language=user.language,
         time_zone=user.time_zone,
-        memberships=frozenset((m.institution_id, Role(m.role)) for m in user.memberships),
+        memberships=memberships,
         scopes=scopes,
         session_id=web_session.id if web_session else None,
         csrf_token=web_session.csrf_token if web_session else None,
@@ -141,56 +159,112 @@ def _principal_from_user(user: User, request: Request, web_session: WebSession |
     )
 
 
-def _principal_from_bearer(token: str, request: Request, db: Session) -> Principal | None:
-    claims = decode_access_token(get_app_settings(request).secret_key, token)
-    if claims is None:
+# One statement per caller, no ORM objects: the principal is looked up on every request.
+_SESSIONS = cast(Table, WebSession.__table__)
+_USERS = cast(Table, User.__table__)
+_MEMBERSHIPS = cast(Table, Membership.__table__)
+_CLIENTS = cast(Table, ApiClient.__table__)
+#: The session, its user and the user's memberships: one row per membership (at least one).
+_SESSION_LOOKUP = (
+    select(_SESSIONS.c.id, _SESSIONS.c.csrf_token, _SESSIONS.c.two_factor_passed,
+           _SESSIONS.c.expires_at, _USERS.c.id.label("user_id"), _USERS.c.display_name,
+           _USERS.c.language, _USERS.c.time_zone, _USERS.c.active,
+           _MEMBERSHIPS.c.institution_id, _MEMBERSHIPS.c.role)
+    .select_from(_SESSIONS.join(_USERS, _USERS.c.id == _SESSIONS.c.user_id)
+                 .outerjoin(_MEMBERSHIPS, _MEMBERSHIPS.c.user_id == _USERS.c.id))
+    .where(_SESSIONS.c.token_hash == bindparam("token_hash"))
+)
+_CLIENT_LOOKUP = (
+    select(_CLIENTS.c.id, _CLIENTS.c.name, _CLIENTS.c.institution_id)
+    .where(_CLIENTS.c.client_id == bindparam("client_id"), _CLIENTS.c.active)
+)
+
+
+def _principal_from_session_cookie(cookie: str, request: Request,
+                                   connection: Connection) -> Principal | None:
+    rows = connection.execute(_SESSION_LOOKUP, {"token_hash": token_digest(cookie)}).all()
+    if not rows:
         return None
-    if claims.get("kind") == "client":
-        client = db.execute(
-            select(ApiClient).where(ApiClient.client_id == claims["sub"], ApiClient.active)
-        ).scalar_one_or_none()
-        if client is None:
-            return None
-        return Principal(
-            kind="client",
-            subject_id=client.id,
-            label=f"client:{client.name}",
-            # A system has no profile to keep a language in: answer in the one it asks for.
-            language=negotiate_language(request.headers.get("accept-language"), default="en"),
-            time_zone="UTC",
-            memberships=frozenset({(client.institution_id, Role.SYSTEM_CLIENT)}),
-            scopes=frozenset(claims.get("scope", "").split()),
-            ip_address=client_address(request),
-            user_agent=request.headers.get("user-agent"),
-        )
-    return None
+    first = rows[0]
+    if first.expires_at <= utcnow() or not first.active:
+        return None
+    memberships = frozenset((row.institution_id, Role(row.role)) for row in rows
+                            if row.institution_id is not None)
+    return Principal(
+        kind="user",
+        subject_id=first.user_id,
+        label=first.display_name,
+        language=first.language,
+        time_zone=first.time_zone,
+        memberships=memberships,
+        session_id=first.id,
+        csrf_token=first.csrf_token,
+        two_factor_passed=first.two_factor_passed,
+        needs_two_factor=any(role in TWO_FACTOR_REQUIRED for _institution, role in memberships),
+        ip_address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+    )
 
 
-def resolve_principal(request: Request, db: Session) -> Principal | None:
-    cached = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    principal: Principal | None = None
+def _principal_from_bearer(token: str, request: Request,
+                           connection: Connection) -> Principal | None:
+    claims = decode_access_token(get_app_settings(request).secret_key, token)
+    if claims is None or claims.get("kind") != "client":
+        return None
+    client = connection.execute(_CLIENT_LOOKUP, {"client_id": claims["sub"]}).first()
+    if client is None:
+        return None
+    return Principal(
+        kind="client",
+        subject_id=client.id,
+        label=f"client:{client.name}",
+        # A system has no profile to keep a language in: answer in the one it asks for.
+        language=negotiate_language(request.headers.get("accept-language"), default="en"),
+        time_zone="UTC",
+        memberships=frozenset({(client.institution_id, Role.SYSTEM_CLIENT)}),
+        scopes=frozenset(claims.get("scope", "").split()),
+        ip_address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+def _look_up(request: Request, connection: Connection) -> Principal | None:
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
-        principal = _principal_from_bearer(authorization[7:].strip(), request, db)
+        principal = _principal_from_bearer(authorization[7:].strip(), request, connection)
         if principal is None:
             raise Problem(401, "INVALID_TOKEN", N_("The access token is invalid or expired."),
                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    else:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie:
-            web_session = db.execute(
-                select(WebSession).where(WebSession.token_hash == token_digest(cookie))
-            ).scalar_one_or_none()
-            if web_session and web_session.expires_at > utcnow():
-                user = db.get(User, web_session.user_id)
-                if user and user.active:
-                    principal = _principal_from_user(user, request, web_session)
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return _principal_from_session_cookie(cookie, request, connection) if cookie else None
+
+
+def _remember(request: Request, principal: Principal | None) -> Principal | None:
     if principal is not None:
         request.state.principal = principal
         request.state.language = principal.language
     return principal
+
+
+def resolve_principal(request: Request, db: Session | None = None) -> Principal | None:
+    """The caller, or None; a bad bearer token is a 401. Cached on the request.
+
+    With `db`, read through that session's transaction (pages that look the caller up inside
+    their own work); without, through a short read of its own (`read_connection`).
+    """
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if db is not None:
+        return _remember(request, _look_up(request, db.connection()))
+    with read_connection(_engine_of(request)) as connection:
+        return _remember(request, _look_up(request, connection))
+
+
+def _engine_of(request: Request) -> Engine:
+    engine: Engine = getattr(request.app.state, "engine", None) or get_engine()
+    return engine
 
 
 async def _check_csrf(request: Request, principal: Principal) -> None:
@@ -208,18 +282,24 @@ async def _check_csrf(request: Request, principal: Principal) -> None:
                       N_("This form has expired or did not come from Jaejin. Reload and retry."))
 
 
-async def optional_principal(request: Request, db: DbSession) -> Principal | None:
-    principal = resolve_principal(request, db)
-    # End the read transaction now: on SQLite every transaction holds the write lock, and an
-    # async route must not keep it while it awaits something else.
-    db.commit()
+def _looked_up_principal(request: Request) -> Principal | None:
+    # A plain function: FastAPI runs it in its thread pool, so the look-up's database I/O never
+    # blocks the event loop (on SQLite a blocked loop cannot let the lock's holder finish), and
+    # it uses a connection of its own, returned to the pool at once: the request's session
+    # (`DbSession`) is not opened for it.
+    return resolve_principal(request)
+
+
+async def optional_principal(
+    request: Request,
+    principal: Annotated[Principal | None, Depends(_looked_up_principal)],
+) -> Principal | None:
     if principal is not None:
         await _check_csrf(request, principal)
     return principal
 
 
-async def require_principal(request: Request, db: DbSession) -> Principal:
-    principal = await optional_principal(request, db)
+def _checked(principal: Principal | None) -> Principal:
     if principal is None:
         raise Problem(401, "UNAUTHENTICATED", N_("Please sign in."),
                       headers={"WWW-Authenticate": "Bearer"})
@@ -229,7 +309,25 @@ async def require_principal(request: Request, db: DbSession) -> Principal:
     return principal
 
 
-CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
+async def _current_principal(
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+) -> Principal:
+    return _checked(principal)
+
+
+async def require_principal(request: Request, db: Session | None = None) -> Principal:
+    """The signed-in caller (CSRF and second factor checked), for code outside dependencies.
+
+    Call it after `resolve_principal` has run off the event loop (the result is cached on the
+    request); otherwise the look-up runs here, on the loop.
+    """
+    principal = resolve_principal(request, db)
+    if principal is not None:
+        await _check_csrf(request, principal)
+    return _checked(principal)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_current_principal)]
 MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 

@@ -6,8 +6,7 @@
 The module's `router` also carries the policy pages (`jaejin.policy.pages`), so the capability
 is mounted by one entry in `jaejin.app.ROUTER_MODULES`.
 
-Any authenticated user, or a system client with the scope `policy.evaluate` (a client's
-verified token is trusted for up to 10 s without a database look-up). The packs are
+Any authenticated user, or a system client with the scope `policy.evaluate`. The packs are
 loaded when this module is imported (that is, when the application is built), so a malformed
 pack stops the service at start instead of being discovered by the first request.
 
@@ -18,25 +17,15 @@ rules cannot judge because it contradicts the reference data is a 422 too. Nothi
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import date
 from typing import Annotated, Any
 
-import jwt
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from jaejin.core.authn import (
-    Principal,
-    client_address,
-    require_principal,
-    resolve_principal,
-)
-from jaejin.core.database import get_engine, session_factory
+from jaejin.core.authn import CurrentPrincipal, Principal
 from jaejin.core.errors import FieldError, Problem
 from jaejin.core.i18n import N_, normalise_language
 from jaejin.policy import pages
@@ -55,108 +44,12 @@ json_routes = APIRouter(prefix="/api/v1/policy", tags=["policy"])
 SCOPE = "policy.evaluate"
 
 
-#: How long a system client's verified token is trusted without looking the client up again.
-CLIENT_CACHE_SECONDS = 10.0
-CLIENT_CACHE_SIZE = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class _CachedClient:
-    principal: Principal
-    valid_until: float  # on ClientPrincipals.clock
-
-
-class ClientPrincipals:
-    """System clients recently authenticated by `resolve_principal`, by exact bearer token.
-
-    A hospital system calls the evaluate route many times a second with the same token; looking
-    the client up in the database each time costs more than the decision itself. The token's
-    signature, audience and expiry were checked when the entry was made; the entry lives until
-    the token expires or for CLIENT_CACHE_SECONDS, whichever is sooner, so deactivating a client
-    shuts it out of these routes within that many seconds. People (browser sessions, which can
-    sign out, and carry CSRF and two-factor state) are never cached.
-    """
-
-    def __init__(self, seconds: float = CLIENT_CACHE_SECONDS, size: int = CLIENT_CACHE_SIZE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = seconds
-        self.size = size
-        self.clock = clock
-        self._entries: dict[tuple[str, str], _CachedClient] = {}
-
-    def get(self, token: str, accept_language: str) -> Principal | None:
-        entry = self._entries.get((token, accept_language))
-        if entry is None:
-            return None
-        if entry.valid_until <= self.clock():
-            del self._entries[(token, accept_language)]
-            return None
-        return entry.principal
-
-    def put(self, token: str, accept_language: str, principal: Principal) -> None:
-        now = self.clock()
-        try:
-            claims = jwt.decode(token, options={"verify_signature": False})
-            expires_in = float(claims["exp"]) - time.time()
-        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-            return
-        if expires_in <= 0:
-            return
-        if len(self._entries) >= self.size:
-            self._entries = {key: entry for key, entry in self._entries.items()
-                             if entry.valid_until > now}
-            while len(self._entries) >= self.size:
-                del self._entries[next(iter(self._entries))]
-        self._entries[(token, accept_language)] = _CachedClient(
-            principal, now + min(self.seconds, expires_in))
-
-
-CLIENTS = ClientPrincipals()
-
-
-def _bearer_token(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    return authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
-
-
-def _cached_client(request: Request, token: str) -> Principal | None:
-    principal = CLIENTS.get(token, request.headers.get("accept-language", ""))
-    if principal is None:
-        return None
-    # Where the call comes from is the request's own; the rest is the client's.
-    principal = replace(principal, ip_address=client_address(request),
-                        user_agent=request.headers.get("user-agent"))
-    request.state.principal = principal
-    request.state.language = principal.language
-    return principal
-
-
-async def policy_caller(request: Request) -> Principal:
+async def policy_caller(principal: CurrentPrincipal) -> Principal:
     """Any signed-in user, or a system client holding the scope `policy.evaluate`.
 
-    The same checks as `requires(scope=SCOPE)`, with two differences that keep the evaluate
-    route fast and safe under load:
-    * the principal is looked up in a short session of its own, closed before anything else
-      happens; these routes read no other table, so they take no request-long session
-      (`DbSession`). On SQLite every transaction takes the write lock (BEGIN IMMEDIATE): a
-      session still open while the event loop runs other requests' look-ups makes them wait
-      on the loop itself, and under concurrent load they fail with "database is locked";
-    * a system client's principal is reused for a few seconds (`ClientPrincipals`).
+    `CurrentPrincipal` looks the caller up in one statement, in a worker thread, on a
+    connection of its own: these routes read no other table and take no request session.
     """
-    token = _bearer_token(request)
-    principal = _cached_client(request, token) if token else None
-    if principal is None:
-        engine = getattr(request.app.state, "engine", None) or get_engine()
-        with session_factory(engine)() as db:
-            found = resolve_principal(request, db)
-        if found is None:
-            raise Problem(401, "UNAUTHENTICATED", N_("Please sign in."),
-                          headers={"WWW-Authenticate": "Bearer"})
-        # Cached on the request now: require_principal reads no table; it adds the CSRF check
-        # for browser sessions and the two-factor check.
-        principal = await require_principal(request, db)
-        if token and principal.kind == "client":
-            CLIENTS.put(token, request.headers.get("accept-language", ""), principal)
     if not principal.has_scope(SCOPE):
         raise Problem(403, "INSUFFICIENT_SCOPE", N_("This client lacks the scope {scope}."),
                       params={"scope": SCOPE})

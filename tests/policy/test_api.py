@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,8 @@ from sqlalchemy.orm import Session
 from benchmarks.bench_policy import realistic_mix
 from jaejin.core.accounts import ApiClient, Role
 from jaejin.core.audit import AuditEntry
-from jaejin.core.authn import Principal
-from jaejin.core.security import issue_access_token
-from jaejin.policy import api, default_registry, evaluate, evaluate_json, load_packs, parse_request
-from jaejin.policy.api import ClientPrincipals, decision_json
+from jaejin.policy import default_registry, evaluate, evaluate_json, load_packs, parse_request
+from jaejin.policy.api import decision_json
 from jaejin.policy.packs import DEFAULT_PACK_DIRECTORY
 from tests.core.helpers import HANGUL, empty_database, fast_password_hashing
 from tests.policy.builders import EXAMPLE, build
@@ -297,22 +294,7 @@ def test_a_malformed_pack_stops_the_service_at_start(tmp_path: Path):
     assert "kr-msa-2026.toml: parameters.share_cap.value" in started.stderr
 
 
-# -- the system client's cached principal --------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:  # type: ignore[no-untyped-def]
-    ticking = Clock()
-    monkeypatch.setattr(api, "CLIENTS", ClientPrincipals(clock=ticking))
-    return ticking
+# -- the system client, looked up on every call ---------------------------------------------------
 
 
 def deactivate(engine: Engine, client_id: str) -> None:
@@ -323,19 +305,16 @@ def deactivate(engine: Engine, client_id: str) -> None:
         db.commit()
 
 
-def test_a_deactivated_client_is_shut_out_within_the_cache_time(client, actors, engine,
-                                                                 clock):
+def test_a_deactivated_client_is_shut_out_at_its_next_call(client, actors, engine):
     token = client_token(client, actors.clients["a"])
     assert post(client, token, build()).status_code == 200
     deactivate(engine, actors.clients["a"][0])
-    assert post(client, token, build()).status_code == 200  # trusted for a few seconds more
-    clock.now += api.CLIENT_CACHE_SECONDS
     refused = post(client, token, build())
     assert refused.status_code == 401
     assert problem(refused)["code"] == "INVALID_TOKEN"
 
 
-def test_a_cached_client_still_gets_its_own_language_and_scope_checks(client, actors, clock):
+def test_a_client_calling_again_gets_its_own_language_and_scope_checks(client, actors):
     narrow = client_token(client, actors.clients["a"], scope="directory.read")
     for _ in range(2):
         assert post(client, narrow, build()).status_code == 403
@@ -348,32 +327,3 @@ def test_a_cached_client_still_gets_its_own_language_and_scope_checks(client, ac
     assert HANGUL.search(problem(korean)["detail"])
     assert not HANGUL.search(problem(english)["detail"])
 
-
-def test_the_cache_never_outlives_the_token(settings, clock):
-    cache = api.CLIENTS
-    principal = Principal(kind="client", subject_id=1, label="client:his", language="en",
-                          time_zone="UTC", memberships=frozenset())
-    short, _expires = issue_access_token(settings.secret_key, "his", {"kind": "client"},
-                                         timedelta(seconds=2))
-    cache.put(short, "", principal)
-    assert cache.get(short, "") == principal
-    clock.now += 2
-    assert cache.get(short, "") is None
-    expired, _expires = issue_access_token(settings.secret_key, "his", {"kind": "client"},
-                                           timedelta(seconds=-5))
-    cache.put(expired, "", principal)
-    assert cache.get(expired, "") is None
-    cache.put("not-a-jwt", "", principal)
-    assert cache.get("not-a-jwt", "") is None
-
-
-def test_the_cache_is_bounded(settings):
-    cache = ClientPrincipals(size=3)
-    principal = Principal(kind="client", subject_id=1, label="client:his", language="en",
-                          time_zone="UTC", memberships=frozenset())
-    tokens = [issue_access_token(settings.secret_key, f"his-{index}", {"kind": "client"},
-                                 timedelta(minutes=5))[0] for index in range(5)]
-    for token in tokens:
-        cache.put(token, "", principal)
-    assert [cache.get(token, "") is not None for token in tokens] == [
-        False, False, True, True, True]

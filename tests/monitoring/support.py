@@ -1,18 +1,12 @@
-"""Helpers shared by the monitoring logic tests: readings, plans, catalogues, emergency numbers."""
+"""Helpers shared by the monitoring logic tests: readings, plans, emergency numbers (the
+catalogues are compiled once per run by tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime, timedelta
 from itertools import count
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-
-from jaejin.core.i18n import get_translator
 from jaejin.monitoring.readings import (
     CANONICAL_UNITS,
     LOINC_GLUCOSE_BLOOD_MASS,
@@ -35,20 +29,6 @@ EMERGENCY_NUMBERS = {
 
 def emergency_number_for(country_code: str) -> str:
     return EMERGENCY_NUMBERS[country_code.upper()]
-
-
-def compile_monitoring_catalogues() -> None:
-    """Compile this capability's .po files (the .mo files are not in git)."""
-    root = Path(__file__).resolve().parents[2] / "jaejin" / "monitoring" / "locales"
-    for po_path in root.glob("*/LC_MESSAGES/messages.po"):
-        with po_path.open("rb") as po_file:
-            catalogue = read_po(po_file)
-        # Written beside and renamed: parallel test workers never read half a file.
-        handle, temporary = tempfile.mkstemp(dir=po_path.parent, suffix=".mo.tmp")
-        with os.fdopen(handle, "wb") as mo_file:
-            write_mo(mo_file, catalogue)
-        os.replace(temporary, po_path.with_suffix(".mo"))
-    get_translator.cache_clear()
 
 
 _serial = count()

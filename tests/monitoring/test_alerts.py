@@ -36,7 +36,6 @@ from tests.monitoring.support import (
     blood_pressure,
     cgm,
     cgm_series,
-    compile_monitoring_catalogues,
     emergency_number_for,
     reading,
 )
@@ -48,11 +47,6 @@ TYPE2 = TEMPLATES[PlanTemplate.TYPE2_DIABETES]
 SURGERY = TEMPLATES[PlanTemplate.POST_OPERATIVE]
 HEART_FAILURE = TEMPLATES[PlanTemplate.HEART_FAILURE]
 KOREAN_IN_THAILAND = PatientContext("ko", "TH", emergency_number_for)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def catalogues():
-    compile_monitoring_catalogues()
 
 
 def ingest_all(readings, plan, patient=None):

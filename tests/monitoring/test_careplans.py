@@ -18,14 +18,8 @@ from jaejin.monitoring.careplans import (
     plan_problems,
 )
 from jaejin.monitoring.readings import Metric
-from tests.monitoring.support import compile_monitoring_catalogues
 
 FAST = settings(max_examples=200, deadline=None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def catalogues():
-    compile_monitoring_catalogues()
 
 
 def test_defaults_follow_the_domain_thresholds():

@@ -19,12 +19,6 @@ from jaejin.monitoring.evaluation import (
 )
 from jaejin.monitoring.readings import Metric, validate_reading
 from jaejin.monitoring.simulation import EventKind, simulate_cohort
-from tests.monitoring.support import compile_monitoring_catalogues
-
-
-@pytest.fixture(autouse=True, scope="module")
-def catalogues():
-    compile_monitoring_catalogues()
 
 
 @pytest.fixture(scope="module")

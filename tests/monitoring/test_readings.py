@@ -28,17 +28,11 @@ from tests.monitoring.support import (
     NOW,
     blood_pressure,
     cgm,
-    compile_monitoring_catalogues,
     reading,
 )
 
 FAST = settings(max_examples=200, deadline=None)
 MEASURED = [metric for metric in Metric if metric in PHYSIOLOGICAL_LIMITS]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def catalogues():
-    compile_monitoring_catalogues()
 
 
 def codes(problems):

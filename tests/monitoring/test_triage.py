@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,17 +24,11 @@ from tests.monitoring.support import (
     NOW,
     blood_pressure,
     cgm_series,
-    compile_monitoring_catalogues,
     reading,
 )
 
 FAST = settings(max_examples=200, deadline=None)
 HYPERTENSION = TEMPLATES[PlanTemplate.HYPERTENSION]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def catalogues():
-    compile_monitoring_catalogues()
 
 
 def pressures(pairs, first_day_ago):

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     login_lockout_minutes: int = 15
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
     policy_packs_directory: Path | None = None
+    #: How long a process reuses an institution's 30-day telemedicine counts (0: never);
+    #: counts near the share cap are always exact (docs/policy.md, "Speed").
+    policy_share_cache_seconds: float = Field(default=60, ge=0)
     #: Audit hash chains concurrent writers spread over on PostgreSQL (SQLite keeps one).
     audit_chains: int = Field(default=16, ge=1, le=256)
 

@@ -36,7 +36,6 @@ def build_message(email: OutgoingEmail, sender: str) -> EmailMessage:
     message["From"] = sender
     message["To"] = email.to
     message["Subject"] = email.subject
-    message["Content-Language"] = email.language
     message["Message-ID"] = make_msgid(domain="jaejin.local")
     message.set_content(email.text)
     if email.html:
@@ -50,6 +49,10 @@ def build_message(email: OutgoingEmail, sender: str) -> EmailMessage:
             parameters["method"] = params.split("=", 1)[1].strip()
         message.add_attachment(attachment.content, maintype=main_type, subtype=sub_type.strip(),
                                filename=attachment.filename, params=parameters)
+    # Set last: turning the message into multipart/alternative or multipart/mixed moves every
+    # Content-* header of the top level into the first part, so a header set earlier would
+    # end up on the text part only.
+    message["Content-Language"] = email.language
     return message
 
 

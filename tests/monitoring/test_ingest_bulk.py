@@ -217,3 +217,18 @@ def test_a_single_reading_post_stays_within_its_statement_budget(client, actors,
     # a critical reading adds only its alert upsert.
     assert len(normal) <= 10, normal
     assert len(critical) == len(normal) + 1, (normal, critical)
+
+
+def test_a_large_answer_comes_gzipped_to_callers_that_accept_it(client, actors):
+    patient = actors.patients["a"]
+    with fast_password_hashing():
+        headers = bearer(client_token(client, actors.clients["a"]))
+    url = f"/api/v1/monitoring/patients/{patient.id}/readings"
+    body = {"readings": _mixed_batch(80, "z")}
+    answer = client.post(url, json=body, headers={**headers, "Accept-Encoding": "gzip"})
+    assert answer.status_code == 200
+    assert answer.headers["content-encoding"] == "gzip"
+    assert answer.json()["counts"]["created"] == 80  # httpx undoes the gzip, as clients do
+    plain = client.post(url, json=body, headers={**headers, "Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert plain.json()["counts"]["duplicate"] == 80

@@ -48,14 +48,18 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy jaejin
 
 ## The whole suite on SQLite, then again on PostgreSQL when JAEJIN_TEST_POSTGRES_URL is set.
+## Two workers; `--dist loadgroup` keeps each xdist_group (all browser tests) on one worker.
+## The slowest tests are listed, to notice the suite slowing down.
+PYTEST_RUN := $(BIN)/pytest -n 2 --dist loadgroup -q --durations=15
+
 test: install system-deps lint test-sqlite test-postgres
 
 test-sqlite: install
-	$(BIN)/pytest -n 2 --dist loadgroup -q
+	$(PYTEST_RUN)
 
 test-postgres: install
 	@if [ -n "$$JAEJIN_TEST_POSTGRES_URL" ]; then \
-	  JAEJIN_TEST_DATABASE_URL="$$JAEJIN_TEST_POSTGRES_URL" $(BIN)/pytest -n 2 --dist loadgroup -q; \
+	  JAEJIN_TEST_DATABASE_URL="$$JAEJIN_TEST_POSTGRES_URL" $(PYTEST_RUN); \
 	else \
 	  echo "JAEJIN_TEST_POSTGRES_URL is not set: skipping the PostgreSQL run"; \
 	fi

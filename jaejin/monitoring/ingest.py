@@ -72,7 +72,7 @@ from jaejin.monitoring.parsers import (
     UnreadableInputError,
     parse_apple_health_export,
     parse_readings_csv,
-    reading_fingerprint,
+    reading_digest,
 )
 from jaejin.monitoring.parsers.nightscout import api_secret_hashes, verify_api_secret
 from jaejin.monitoring.readings import Metric, Reading
@@ -225,9 +225,9 @@ def _fingerprints(readings: Sequence[Reading]) -> list[bytes]:
     The halves of a blood-pressure panel mix in each other's fingerprint: a panel is a duplicate
     only as a whole, so a re-sent measurement never stores one half again.
     """
-    own = [reading_fingerprint(reading) for reading in readings]
-    if len(own) == 1:
-        return [bytes.fromhex(own[0])]
+    if len(readings) == 1:
+        return [reading_digest(readings[0])]
+    own = [reading_digest(reading).hex() for reading in readings]
     item = "|".join(sorted(own))
     return [hashlib.sha256(f"{item}|{mine}".encode()).digest() for mine in own]
 

@@ -6,16 +6,23 @@ the pointers a refusal needs; these properties prove that neither changes any it
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from jaejin.monitoring.parsers import MEASUREMENT_KINDS, ReadingItemIn, parse_batch
+from jaejin.monitoring.parsers import (
+    MEASUREMENT_KINDS,
+    ReadingItemIn,
+    parse_batch,
+    reading_digest,
+    reading_fingerprint,
+)
 from jaejin.monitoring.parsers.items import mark_duplicate_keys
 from jaejin.monitoring.parsers.json_batch import explained_item, parse_batch_item, plain_item
+from jaejin.monitoring.readings import Metric, Reading
 from tests.monitoring.fixtures import RECEIVED_AT, context
 
 PROPERTIES = settings(max_examples=150, deadline=None)
@@ -103,3 +110,13 @@ def test_a_batch_validated_as_a_whole_answers_as_item_by_item(raws: list[Any]) -
     )
     assert whole == one_by_one
     assert [item.index for item in whole] == list(range(len(raws)))
+
+
+def test_a_readings_fingerprint_is_the_one_stored_readings_carry() -> None:
+    """Exact duplicates are found by this digest against readings stored by earlier versions:
+    it must never change (computed with the formula as first released)."""
+    reading = Reading("7", Metric.GLUCOSE, 101.23456789, "mg/dL", "2339-0",
+                      datetime(2024, 5, 1, 8, 30, tzinfo=timezone(timedelta(hours=9))), "dev",
+                      datetime(2024, 5, 1, tzinfo=UTC))
+    expected = "a3bee085487cabea5d899134e367f7fda89b4af9cdfb87fb85fa500847dadb19"
+    assert reading_fingerprint(reading) == expected == reading_digest(reading).hex()

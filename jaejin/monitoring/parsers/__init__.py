@@ -28,6 +28,7 @@ from jaejin.monitoring.parsers.items import (
     ImportProblemCode,
     ParsedItem,
     UnreadableInputError,
+    reading_digest,
     reading_fingerprint,
 )
 from jaejin.monitoring.parsers.json_batch import ReadingBatchIn, ReadingItemIn, parse_batch
@@ -61,6 +62,7 @@ __all__ = [
     "parse_observation",
     "parse_observation_request",
     "parse_readings_csv",
+    "reading_digest",
     "reading_fingerprint",
     "reading_to_observation",
     "verify_api_secret",

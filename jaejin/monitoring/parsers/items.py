@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from functools import lru_cache
 from types import MappingProxyType
@@ -269,17 +269,26 @@ def reading_fingerprint(reading: Reading) -> str:
     reading) and the value after conversion to the canonical unit, rounded to 6 decimals so the
     same value sent in mmol/L twice does not differ by floating-point noise.
     """
+    return reading_digest(reading).hex()
+
+
+#: A metric's text (an enum's `.value` is a Python-level descriptor call, per reading).
+_METRIC_TEXT: Mapping[Metric, str] = MappingProxyType({metric: metric.value for metric in Metric})
+
+
+def reading_digest(reading: Reading) -> bytes:
+    """`reading_fingerprint` as the 32 bytes of the digest."""
     material = "|".join(
         [
             reading.patient_ref,
-            reading.metric.value,
+            _METRIC_TEXT[reading.metric],
             reading.loinc,
-            reading.effective_utc.isoformat(),
+            reading.effective_at.astimezone(UTC).isoformat(),
             repr(round(reading.value, 6)),
             reading.source_device or "",
         ]
     )
-    return hashlib.sha256(material.encode()).hexdigest()
+    return hashlib.sha256(material.encode()).digest()
 
 
 def parse_instant(text: str, default_zone: tzinfo | None = None) -> datetime:

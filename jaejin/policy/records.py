@@ -15,15 +15,17 @@ audit (the caller knows the purpose and the principal).
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import case, func, select
+from sqlalchemy import JSON, Index, Integer, Select, case, cast, func, literal_column, null, select
 from sqlalchemy.orm import Session
 
 from jaejin.core.config import get_settings
@@ -35,7 +37,13 @@ from jaejin.policy.decision import Decision, PrescriptionVerdict
 from jaejin.policy.engine import evaluate
 from jaejin.policy.errors import RequestError
 from jaejin.policy.korean_time import KST
-from jaejin.policy.packs import DEFAULT_DATA_DIRECTORY, PackRegistry, default_registry, load_packs
+from jaejin.policy.packs import (
+    DEFAULT_DATA_DIRECTORY,
+    PackRegistry,
+    default_registry,
+    korean_date,
+    load_packs,
+)
 from jaejin.policy.request import EvaluationRequest, parse_request
 from jaejin.policy.vocabulary import DecisionKind, Effect, PatientFlag
 
@@ -53,6 +61,13 @@ MAX_HISTORY = 500
 #: which is what the overseas pack's consent parameter names.
 DOMESTIC_CONSENTS = ("telemedicine_limits",)
 ABROAD_CONSENTS = ("pipa_sensitive", "cross_border_transfer")
+
+#: Serves the share count from the index alone: the institution's window is one range scan.
+#: Created by migration `policy_0001` (branch "policy"); declared here so the metadata knows it.
+SHARE_INDEX = Index(
+    "ix_encounters_institution_started_mode",
+    Encounter.institution_id, Encounter.started_at, Encounter.mode,
+)
 
 
 @lru_cache(maxsize=1)
@@ -72,20 +87,25 @@ def policy_registry() -> PackRegistry:
 # -- the institution's share -------------------------------------------------------------------
 
 
+def _counts_columns() -> tuple[Any, Any]:
+    return (func.count(Encounter.id).label("total"),
+            func.sum(case((Encounter.mode.in_(TELEMEDICINE_MODES), 1), else_=0)).label("remote"))
+
+
+def _window(institution_id: int, at: datetime) -> tuple[Any, ...]:
+    return (Encounter.institution_id == institution_id,
+            Encounter.started_at >= at - SHARE_WINDOW,
+            Encounter.started_at < at)
+
+
 def telemedicine_counts(db: Session, institution_id: int, at: datetime) -> tuple[int, int]:
     """(all encounters, telemedicine encounters) of the institution in the 30 days before `at`.
 
     `Encounter.started_at` in [at - 30 days, at); video, audio and chat are telemedicine.
+    Always exact (no cache).
     """
     _require_aware(at, "at")
-    telemedicine = func.sum(case((Encounter.mode.in_(TELEMEDICINE_MODES), 1), else_=0))
-    total, remote = db.execute(
-        select(func.count(Encounter.id), telemedicine).where(
-            Encounter.institution_id == institution_id,
-            Encounter.started_at >= at - SHARE_WINDOW,
-            Encounter.started_at < at,
-        )
-    ).one()
+    total, remote = db.execute(select(*_counts_columns()).where(*_window(institution_id, at))).one()
     return int(total or 0), int(remote or 0)
 
 
@@ -96,6 +116,95 @@ def telemedicine_share(db: Session, institution_id: int, at: datetime) -> float:
     """
     total, remote = telemedicine_counts(db, institution_id, at)
     return remote / total if total else 0.0
+
+
+#: A cached share is used only this far (0.02 = 2 percentage points) below the pack's cap.
+SHARE_SAFETY_MARGIN = 0.02
+#: Below this many encounters in the window the exact count is cheap (a few hundred index
+#: entries) and a handful of new encounters could cross the margin: always count exactly.
+SHARE_CACHE_MINIMUM_ENCOUNTERS = 500
+
+
+def cached_counts_usable(total: int, remote: int, cap: float | None, *,
+                         margin: float = SHARE_SAFETY_MARGIN,
+                         minimum: int = SHARE_CACHE_MINIMUM_ENCOUNTERS) -> bool:
+    """May counts taken a moment ago stand in for an exact count against `cap`?
+
+    Only when their share is at least `margin` below the cap (and the window holds at least
+    `minimum` encounters). Then the cached decision equals the exact one as long as at most
+    `margin * total` encounters entered or left the window since (added, deleted, moved in or
+    out of the 30 days, or an edited mode counted twice): even if every change pushed the share
+    up, (remote + a) / (total + a - b) stays at or below the cap when a + b <= margin * total.
+    With no cap in force the share decides nothing. Exact rational arithmetic, so a share that
+    is exactly `cap - margin` behaves the same on every platform.
+    """
+    if total < minimum:
+        return False
+    if cap is None:
+        return True
+    return Fraction(remote) <= (Fraction(cap) - Fraction(margin)) * total
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedCounts:
+    total: int
+    remote: int
+    taken: float
+
+
+class ShareCache:
+    """Institutions' 30-day counts, per process, for `seconds` (JAEJIN_POLICY_SHARE_CACHE_SECONDS).
+
+    A booking counts the institution's encounters of the last 30 days; at thousands of
+    encounters that count is most of a booking's database time, and it moves slowly (encounters
+    are recorded when visits end, not when they are booked). `decide_for_visit` therefore reuses
+    counts at most `seconds` old, but only where `cached_counts_usable` says no decision can
+    change; anything near or above the cap, and every decision replayed for a past moment, is
+    counted exactly. 0 seconds turns the cache off.
+    """
+
+    def __init__(self, seconds: float | None = None, *, margin: float = SHARE_SAFETY_MARGIN,
+                 minimum: int = SHARE_CACHE_MINIMUM_ENCOUNTERS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = seconds
+        self.margin = margin
+        self.minimum = minimum
+        self._clock = clock
+        self._entries: dict[tuple[str, int], _CachedCounts] = {}
+
+    @property
+    def seconds(self) -> float:
+        if self._seconds is None:
+            return get_settings().policy_share_cache_seconds
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, value: float | None) -> None:
+        """A lifetime of this cache's own; None: the setting's."""
+        self._seconds = value
+
+    def counts(self, key: tuple[str, int], cap: float | None) -> tuple[int, int] | None:
+        """The cached (total, remote) when fresh and safely below `cap`, else None."""
+        entry = self._entries.get(key)
+        if entry is None or self._clock() - entry.taken > self.seconds:
+            return None
+        if not cached_counts_usable(entry.total, entry.remote, cap, margin=self.margin,
+                                    minimum=self.minimum):
+            return None
+        return entry.total, entry.remote
+
+    def store(self, key: tuple[str, int], total: int, remote: int) -> None:
+        if self.seconds > 0 and total >= self.minimum:
+            self._entries[key] = _CachedCounts(total, remote, self._clock())
+        else:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+#: The process's cache, used by `decide_for_visit`.
+SHARE_CACHE = ShareCache()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,23 +275,13 @@ def _require_aware(moment: datetime, name: str) -> None:
         raise ValueError(f"{name} must be an aware datetime (UTC inside, zoneinfo at the edge)")
 
 
-def _history(
-    db: Session, patient: Patient, institution: Institution, at: datetime
+def _history_entries(
+    rows: Iterable[tuple[datetime, str, str, list[str] | None]],
 ) -> list[dict[str, Any]]:
-    encounters = db.execute(
-        select(Encounter.started_at, Encounter.mode, Encounter.kind, Encounter.conditions)
-        .where(
-            Encounter.patient_id == patient.id,
-            # Only this institution's records: another institution's encounters with the same
-            # person are not this institution's to see, and the rules ask about "same institution".
-            Encounter.institution_id == institution.id,
-            Encounter.started_at <= at,
-        )
-        .order_by(Encounter.started_at.desc())
-    ).all()
+    """History entries from the patient's encounters at the institution, newest first."""
     in_person: list[dict[str, Any]] = []
     remote: list[dict[str, Any]] = []
-    for started_at, mode, kind, conditions in encounters:
+    for started_at, mode, kind, conditions in rows:
         history_mode = HISTORY_MODES.get(mode)
         if history_mode is None:
             continue
@@ -202,20 +301,74 @@ def _history(
     return sorted(kept, key=lambda entry: entry["date"])
 
 
-def _active_consents(db: Session, patient: Patient, institution: Institution, at: datetime,
-                     kinds: Sequence[str]) -> bool:
-    found = set(
-        db.execute(
-            select(Consent.kind).where(
+# What each row of `_records` is: the parts of one UNION ALL.
+_HISTORY_ROW, _CONSENT_ROW, _COUNTS_ROW = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Records:
+    history: list[dict[str, Any]]
+    consents: frozenset[str]
+    counts: tuple[int, int] | None
+
+
+def _records(db: Session, patient: Patient, institution: Institution, at: datetime, *,
+             consent_kinds: Sequence[str], share_at: datetime | None) -> _Records:
+    """Everything a decision reads from the database, in ONE statement (UNION ALL):
+
+    the patient's encounters at this institution up to `at` (history), the patient's consents
+    of `consent_kinds` active at `at` (none asked: no part), and, when `share_at` is given, the
+    institution's (all, telemedicine) encounters in the 30 days before it. Patient facts come
+    from the Patient row the caller already holds. Each part keeps its own index
+    (patient/started, patient/kind, institution/started/mode)."""
+    def row_kind(kind: int) -> Any:
+        return literal_column(str(kind), Integer).label("part")
+
+    parts: list[Select[Any]] = [
+        select(
+            row_kind(_HISTORY_ROW), Encounter.started_at, Encounter.mode, Encounter.kind,
+            Encounter.conditions, cast(null(), Integer).label("total"),
+            cast(null(), Integer).label("remote"),
+        ).where(
+            Encounter.patient_id == patient.id,
+            # Only this institution's records: another institution's encounters with the same
+            # person are not this institution's to see, and the rules ask about "same institution".
+            Encounter.institution_id == institution.id,
+            Encounter.started_at <= at,
+        )
+    ]
+    if consent_kinds:
+        parts.append(
+            select(
+                row_kind(_CONSENT_ROW), null(), Consent.kind, null(), cast(null(), JSON),
+                null(), null(),
+            ).where(
                 Consent.patient_id == patient.id,
                 Consent.institution_id == institution.id,
-                Consent.kind.in_(kinds),
+                Consent.kind.in_(consent_kinds),
                 Consent.granted_at <= at,
                 (Consent.withdrawn_at.is_(None)) | (Consent.withdrawn_at > at),
             )
-        ).scalars()
-    )
-    return found >= set(kinds)
+        )
+    if share_at is not None:
+        parts.append(
+            select(row_kind(_COUNTS_ROW), null(), null(), null(), cast(null(), JSON),
+                   *_counts_columns())
+            .where(*_window(institution.id, share_at))
+        )
+    statement = parts[0] if len(parts) == 1 else parts[0].union_all(*parts[1:])
+    encounters: list[tuple[datetime, str, str, list[str] | None]] = []
+    consents: set[str] = set()
+    counts: tuple[int, int] | None = None
+    for part, started_at, mode, kind, conditions, total, remote in db.execute(statement):
+        if part == _HISTORY_ROW:
+            encounters.append((started_at, mode, kind, conditions))
+        elif part == _CONSENT_ROW:
+            consents.add(mode)
+        else:
+            counts = int(total or 0), int(remote or 0)
+    encounters.sort(key=lambda row: row[0], reverse=True)
+    return _Records(_history_entries(encounters), frozenset(consents), counts)
 
 
 def patient_facts(patient: Patient) -> dict[str, Any]:
@@ -285,6 +438,39 @@ def request_for_visit(
     (an unknown flag stored on the patient is `patient.flags.0`, a bad condition
     `visit.condition`), ValueError for a naive `at` or a patient of another institution.
     """
+    return _request(
+        db, patient=patient, institution=institution, at=at, mode=mode, condition=condition,
+        tri_party=tri_party, prescriptions=prescriptions, documents=documents,
+        consent_recorded=consent_recorded, identity_verified=identity_verified, lang=lang,
+        share_cache=None, registry=None,
+    )
+
+
+def _share_cap_on(registry: PackRegistry, at: datetime) -> float | None:
+    """The share cap of the domestic pack deciding a visit at `at` (None: no cap, no pack)."""
+    compiled = registry.korean_rules_on(korean_date(at))
+    return compiled.pack.parameters.share_cap.value if compiled else None
+
+
+def _request(
+    db: Session,
+    *,
+    patient: Patient,
+    institution: Institution,
+    at: datetime,
+    mode: str,
+    condition: str,
+    tri_party: bool,
+    prescriptions: Iterable[Mapping[str, Any]],
+    documents: Iterable[str],
+    consent_recorded: bool | None,
+    identity_verified: bool | None,
+    lang: str,
+    share_cache: ShareCache | None,
+    registry: PackRegistry | None,
+) -> EvaluationRequest:
+    """`request_for_visit`; with a `share_cache` (and the `registry` deciding), a booking ahead
+    may take the institution's counts from the cache where no decision can differ."""
     _require_aware(at, "at")
     if patient.institution_id != institution.id:
         raise ValueError(
@@ -292,22 +478,40 @@ def request_for_visit(
             f"not {institution.id}"
         )
     abroad = patient.current_country != "KR"
+    consent_kinds: Sequence[str] = ()
     if consent_recorded is None:
-        consent_recorded = _active_consents(
-            db, patient, institution, at, ABROAD_CONSENTS if abroad else DOMESTIC_CONSENTS
-        )
-    share_at = min(at, utcnow())
+        consent_kinds = ABROAD_CONSENTS if abroad else DOMESTIC_CONSENTS
+    now = utcnow()
+    # A visit in the future is judged with the share the institution actually has: up to now.
+    share_at = min(at, now)
+    counts: tuple[int, int] | None = None
+    cache_key: tuple[str, int] | None = None
+    # Only a visit ahead may use cached counts; a decision for a past moment (a replay for an
+    # audit, a visit already under way) is always counted exactly.
+    if share_cache is not None and registry is not None and at >= now:
+        cache_key = (str(db.get_bind().engine.url), institution.id)
+        counts = share_cache.counts(cache_key, _share_cap_on(registry, at))
+    records = _records(db, patient, institution, at, consent_kinds=consent_kinds,
+                       share_at=share_at if counts is None else None)
+    if counts is None:
+        assert records.counts is not None  # the statement had its counting part
+        counts = records.counts
+        if share_cache is not None and cache_key is not None:
+            share_cache.store(cache_key, *counts)
+    if consent_recorded is None:
+        consent_recorded = records.consents >= set(consent_kinds)
+    total, remote = counts
     payload: dict[str, Any] = {
         "at": at.isoformat(),
         "lang": lang,
         "institution": {
             "kind": institution.kind,
             "region": institution.region,
-            "telemedicine_share": telemedicine_share(db, institution.id, share_at),
+            "telemedicine_share": remote / total if total else 0.0,
             "id": institution.code,
         },
         "patient": patient_facts(patient),
-        "history": _history(db, patient, institution, at),
+        "history": records.history,
         "visit": {"mode": str(mode), "condition": condition, "tri_party": tri_party},
         "prescriptions": [dict(item) for item in prescriptions],
         "documents": [{"kind": str(kind)} for kind in documents],
@@ -349,12 +553,14 @@ def decide_for_visit(
     reference data, e.g. a shortage-area flag with a district not on the list), both naming the
     field: show them as 422, never guess around them.
     """
-    request = request_for_visit(
+    registry = registry or policy_registry()
+    request = _request(
         db, patient=patient, institution=institution, at=at, mode=mode, condition=condition,
         tri_party=tri_party, prescriptions=prescriptions, documents=documents,
         consent_recorded=consent_recorded, identity_verified=identity_verified, lang=lang,
+        share_cache=SHARE_CACHE, registry=registry,
     )
-    return evaluate(request, registry or policy_registry())
+    return evaluate(request, registry)
 
 
 def prescription_source(decision: Decision, verdict: PrescriptionVerdict) -> str:

@@ -277,3 +277,33 @@ def test_one_decision_is_one_statement(db: Session, clinic: Institution, patient
                 decide_for_visit(db, patient=patient, institution=clinic, at=at, mode="video",
                                  condition="J30", lang="en", consent_recorded=consent_recorded)
             assert len(statements.seen) == 1, statements.seen
+
+
+def test_each_part_of_the_statement_reads_through_its_own_index(
+    db: Session, clinic: Institution, patient: Patient, other: Patient, share_cache: ShareCache
+):
+    """The patient's history through the patient index (not the institution's whole past
+    through the share index), the counts from the share index alone. SQLite only: it plans
+    without statistics, so the plan is fixed; PostgreSQL plans by its statistics."""
+    if db.get_bind().dialect.name != "sqlite":
+        pytest.skip("SQLite's plan does not depend on table statistics")
+    now = utcnow()
+    _record(db, clinic, other, _month(now, 30, 3))
+    captured: list[tuple[str, Any]] = []
+    engine = db.get_bind().engine
+
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        captured.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        _decide(db, patient, clinic, now + AHEAD)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    [(statement, parameters)] = captured
+    cursor = db.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    plan = [row[3] for row in cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)]
+    searches = [step for step in plan if step.startswith("SEARCH encounters")]
+    assert searches[0].startswith("SEARCH encounters USING INDEX ix_encounters_patient_started")
+    assert searches[1].startswith(
+        "SEARCH encounters USING COVERING INDEX ix_encounters_institution_started_mode")

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from jaejin.core.database import Base, utcnow
+from jaejin.core.i18n import LANGUAGE_TAG_LENGTH
 
 
 class Role(StrEnum):
@@ -34,7 +35,7 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     display_name: Mapped[str] = mapped_column(String(200))
-    language: Mapped[str] = mapped_column(String(10), default="ko")
+    language: Mapped[str] = mapped_column(String(LANGUAGE_TAG_LENGTH), default="ko")
     time_zone: Mapped[str] = mapped_column(String(64), default="Asia/Seoul")
     totp_secret: Mapped[str | None] = mapped_column(String(64))
     totp_enabled: Mapped[bool] = mapped_column(default=False)

@@ -97,7 +97,8 @@ def request_language(request: Request) -> str:
         return explicit
     chosen = getattr(request.state, "language", None)
     if chosen:
-        return str(chosen)
+        # A person's own tag (`yue-Hant-HK`) answered in the catalogue that serves it.
+        return normalise_language(str(chosen)) or "en"
     cookie = normalise_language(request.cookies.get("jaejin_lang"))
     if cookie:
         return cookie

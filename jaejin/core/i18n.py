@@ -41,11 +41,34 @@ def N_(message: str) -> str:
     return message
 
 
+#: Chinese languages other than Mandarin (ISO 639-3): written, their readers read Chinese text
+#: in one of its two scripts, which the tag's script or region names (Cantonese: Traditional).
+_OTHER_CHINESE = frozenset({"yue", "cmn", "nan", "hak", "wuu", "gan", "hsn", "cdo", "cjy",
+                            "cpx", "czh", "czo", "lzh", "mnp"})
+_TRADITIONAL_REGIONS = frozenset({"hk", "mo", "tw"})
+#: The longest language tag stored (BCP 47 recommends supporting at least 35 characters).
+LANGUAGE_TAG_LENGTH = 35
+
+
+def _chinese_script(subtags: list[str]) -> str:
+    if "hant" in subtags[1:]:
+        return "zh-Hant"
+    if "hans" in subtags[1:]:
+        return "zh-Hans"
+    if set(subtags[1:]) & _TRADITIONAL_REGIONS or subtags[0] == "yue":
+        return "zh-Hant"
+    return "zh-Hans"
+
+
+@lru_cache(maxsize=512)
 def normalise_language(tag: str | None) -> str | None:
-    """Map a BCP 47 tag (`en-US`, `zh-TW`, `ko`) to a supported language, or None."""
+    """Map a BCP 47 tag (`en-US`, `zh-TW`, `yue-Hant-HK`, `ko`) to a supported language, or
+    None."""
     if not tag:
         return None
     lowered = tag.strip().replace("_", "-").lower()
+    if lowered.split("-", 1)[0] in _OTHER_CHINESE:
+        return _chinese_script(lowered.split("-"))
     if lowered in _ALIASES:
         return _ALIASES[lowered]
     # The script decides Chinese, whatever region follows it (zh-Hant-TW, zh-Hans-SG).
@@ -97,9 +120,15 @@ def catalogue_roots() -> list[Path]:
     return sorted(path for path in PACKAGE_ROOT.glob("*/locales") if path.is_dir())
 
 
-@lru_cache(maxsize=len(SUPPORTED_LANGUAGES) + 1)
 def get_translator(language: str) -> _gettext.NullTranslations:
-    """One translator for `language`, chaining every capability's catalogue."""
+    """One translator for `language` (any BCP 47 tag: `yue-Hant-HK` reads Traditional Chinese;
+    a language without a catalogue reads English)."""
+    return _translator(normalise_language(language) or "en")
+
+
+@lru_cache(maxsize=len(SUPPORTED_LANGUAGES) + 1)
+def _translator(language: str) -> _gettext.NullTranslations:
+    """One translator for a supported language, chaining every capability's catalogue."""
     chain: _gettext.NullTranslations = _gettext.NullTranslations()
     head: _gettext.NullTranslations | None = None
     for root in catalogue_roots():
@@ -144,7 +173,7 @@ def compile_catalogues() -> list[Path]:
             write_mo(mo_file, catalogue)
         os.replace(partial, mo_path)
         written.append(mo_path)
-    get_translator.cache_clear()
+    _translator.cache_clear()
     return written
 
 

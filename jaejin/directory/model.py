@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from jaejin.core.i18n import N_
+from jaejin.core.i18n import LANGUAGE_TAG_LENGTH, N_
 from jaejin.policy.vocabulary import InstitutionKind, PatientFlag
 
 
@@ -116,8 +116,9 @@ RecordId = Annotated[int, Field(ge=1, le=MAX_RECORD_ID)]
 TimeZoneName = Annotated[str, AfterValidator(check_time_zone)]
 CountryCode = Annotated[str, AfterValidator(check_country)]
 KoreanRegion = Annotated[str, AfterValidator(check_korean_region)]
-# Stored in 10-character columns: "zh-Hant-TW" fits, "yue-Hant-HK" is refused, not truncated.
-LanguageTag = Annotated[str, Field(max_length=10), AfterValidator(check_language)]
+# Stored in 35-character columns (BCP 47's recommended minimum): "yue-Hant-HK" fits; a longer
+# tag is refused, not truncated.
+LanguageTag = Annotated[str, Field(max_length=LANGUAGE_TAG_LENGTH), AfterValidator(check_language)]
 ConditionCode = Annotated[str, AfterValidator(check_condition_code)]
 AwareDatetime = Annotated[datetime, AfterValidator(check_aware)]
 EmailAddress = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]

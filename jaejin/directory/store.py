@@ -13,6 +13,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from jaejin.core.database import Base, utcnow
+from jaejin.core.i18n import LANGUAGE_TAG_LENGTH
 
 
 class Institution(Base):
@@ -88,7 +89,7 @@ class Patient(Base):
     residence_district: Mapped[str | None] = mapped_column(String(60))
     current_country: Mapped[str] = mapped_column(String(2))
     languages: Mapped[list[str]] = mapped_column(JSON, default=list)
-    preferred_language: Mapped[str] = mapped_column(String(10), default="ko")
+    preferred_language: Mapped[str] = mapped_column(String(LANGUAGE_TAG_LENGTH), default="ko")
     time_zone: Mapped[str] = mapped_column(String(64), default="Asia/Seoul")
     nhi_covered: Mapped[bool] = mapped_column(default=True)
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -175,7 +176,7 @@ class Consent(Base):
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
     kind: Mapped[str] = mapped_column(String(40))
     text_version: Mapped[str] = mapped_column(String(40))
-    language: Mapped[str] = mapped_column(String(10))
+    language: Mapped[str] = mapped_column(String(LANGUAGE_TAG_LENGTH))
     granted_at: Mapped[datetime]
     withdrawn_at: Mapped[datetime | None]
     recorded_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
@@ -192,7 +193,7 @@ class Invitation(Base):
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     code_hash: Mapped[str] = mapped_column(String(64))
-    language: Mapped[str] = mapped_column(String(10))
+    language: Mapped[str] = mapped_column(String(LANGUAGE_TAG_LENGTH))
     created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]

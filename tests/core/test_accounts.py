@@ -34,7 +34,15 @@ from tests.core.helpers import (
     html_lang,
     set_cookie_headers,
 )
-from tests.support import PASSWORD, bearer, client_token, csrf_from, problem, sign_in
+from tests.support import (
+    PASSWORD,
+    Person,
+    bearer,
+    client_token,
+    csrf_from,
+    problem,
+    sign_in,
+)
 
 PATIENT_HOME_MARKER = "Welcome, patient a"
 
@@ -620,3 +628,32 @@ def test_whatever_target_is_asked_for_the_redirect_stays_on_jaejin(target):
     assert not any(ord(character) < 0x20 or ord(character) == 0x7F for character in chosen)
     resolved = urlparse(urljoin("https://jaejin.example/login", chosen))
     assert (resolved.scheme, resolved.netloc) == ("https", "jaejin.example")
+
+
+# ------------------------------------------------------------------------- long language tags
+
+
+def test_a_cantonese_speaker_with_a_long_language_tag_reads_traditional_chinese(client, actors,
+                                                                                db):
+    """BCP 47 tags longer than 10 characters are stored whole (PostgreSQL enforces the column
+    length), and a language without a catalogue of its own is answered in the nearest one."""
+    user = create_user(db, email="cantonese@a.example", password=PASSWORD,
+                       display_name="陳大文", language="yue-Hant-HK",
+                       memberships=[(actors.a.id, Role.PATIENT)])
+    patient = Patient(institution_id=actors.a.id, mrn="A-YUE", user_id=user.id,
+                      family_name_native="陳", given_name_native="大文",
+                      family_name_latin="Chan", given_name_latin="Tai-man",
+                      birth_date=actors.patients["a"].birth_date, sex="male", nationality="HK",
+                      residence_country="HK", current_country="HK", languages=["yue-Hant-HK"],
+                      preferred_language="yue-Hant-HK", time_zone="Asia/Hong_Kong", flags=[])
+    db.add(patient)
+    db.commit()
+    with fresh(db.get_bind()) as session:
+        stored = session.get(User, user.id)
+        assert stored is not None and stored.language == "yue-Hant-HK"
+        assert session.get(Patient, patient.id).preferred_language == "yue-Hant-HK"
+    sign_in(client, Person(user, Role.PATIENT, actors.a))
+    forbidden = client.get("/audit")
+    assert forbidden.status_code == 403
+    assert html_lang(forbidden.text) == "zh-Hant"
+    assert "您目前的角色無權執行此操作。" in forbidden.text

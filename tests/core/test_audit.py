@@ -70,7 +70,7 @@ def assert_contiguous_and_intact(engine) -> list[AuditEntry]:
 # ------------------------------------------------------------------------------- concurrency
 
 
-def test_parallel_api_reads_from_many_threads_keep_one_unbroken_chain(app, client, actors):
+def test_parallel_api_reads_from_many_threads_leave_every_chain_unbroken(app, client, actors):
     token = client_token(client, actors.clients["a"])
     other_token = client_token(client, actors.clients["b"])
     before = len(audit_entries(client.app.state.engine))
@@ -102,7 +102,7 @@ def test_parallel_api_reads_from_many_threads_keep_one_unbroken_chain(app, clien
     assert {e.patient_id for e in reads} == {actors.patients["a"].id, actors.patients["b"].id}
 
 
-def test_the_first_entries_written_at_once_into_an_empty_trail_form_one_chain(clean_database):
+def test_the_first_entries_written_at_once_into_an_empty_trail_form_unbroken_chains(clean_database):
     engine = clean_database
     start = threading.Barrier(THREADS)
     failures: list[BaseException] = []

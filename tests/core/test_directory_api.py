@@ -124,6 +124,17 @@ def test_a_hospital_registers_reads_updates_and_finds_a_patient_by_mrn(api, acto
     assert [p["id"] for p in by_name.json()] == [patient["id"]]
 
 
+def test_a_patient_whose_language_needs_a_long_tag_keeps_it_whole(api):
+    created = api("POST", "/api/v1/patients", json=new_patient(
+        mrn="HK-1", nationality="HK", residence_country="HK", current_country="HK",
+        languages=["yue-Hant-HK", "en"], preferred_language="yue-Hant-HK",
+        time_zone="Asia/Hong_Kong"))
+    assert created.status_code == 201, created.text
+    read = api("GET", f"/api/v1/patients/{created.json()['id']}").json()
+    assert (read["preferred_language"], read["languages"]) == ("yue-Hant-HK",
+                                                               ["yue-Hant-HK", "en"])
+
+
 def test_a_korean_resident_is_registered_with_region_and_district(api):
     created = api("POST", "/api/v1/patients", json=new_patient(
         mrn="BIM-1", nationality="KR", residence_country="KR", residence_region="kr-26",
@@ -579,7 +590,8 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, str, str | None]] = [
     ("a name longer than the record keeps", "POST", "/api/v1/patients",
      new_patient(family_name_native="가" * 101), "VALIDATION_FAILED", "family_name_native"),
     ("a language tag longer than the record keeps", "POST", "/api/v1/patients",
-     new_patient(preferred_language="yue-Hant-HK"), "VALIDATION_FAILED", "preferred_language"),
+     new_patient(preferred_language="yue-Hant-HK-x-" + "cantonese" * 3), "VALIDATION_FAILED",
+     "preferred_language"),
 ]
 
 

@@ -99,7 +99,7 @@ def test_a_large_new_batch_stores_every_reading_with_its_own_id(db, engine):
     ids = [reading_id for item in result.items for reading_id in item.reading_ids]
     assert len(ids) == len(set(ids)) == 80
     with session_factory(engine)() as session:
-        rows = dict(session.execute(select(ReadingRow.id, ReadingRow.value)).tuples().all())
+        rows = dict(session.execute(select(ReadingRow.id, ReadingRow.value)).all())
     for item in result.items:
         assert [rows[one] for one in item.reading_ids] == [
             reading.value for reading in item.readings]
@@ -148,7 +148,7 @@ def test_signals_of_several_episodes_fold_in_one_request(db, engine):
     assert kinds == sorted({"HEART_RATE_OUT_OF_RANGE", "BP_CRISIS", "SPO2_LOW"})
     assert all(alert.opened for alert in result.alerts)
     with session_factory(engine)() as session:
-        counts = dict(session.execute(select(AlertRow.kind, AlertRow.signal_count)).tuples().all())
+        counts = dict(session.execute(select(AlertRow.kind, AlertRow.signal_count)).all())
     assert counts["HEART_RATE_OUT_OF_RANGE"] == 2
 
 

@@ -26,24 +26,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 
-from benchmarks import bench_signalling
+from benchmarks import bench_signalling, harness
 from jaejin.accounts.service import create_user
 from jaejin.core.accounts import Role, WebSession
 from jaejin.core.audit import AuditActor
@@ -65,8 +60,6 @@ GOAL_JOIN_SECONDS = 2.0
 CHROMIUM = os.environ.get("JAEJIN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-REPOSITORY = Path(__file__).resolve().parents[1]
-SECRET = "benchmark-secret-key-long-enough-0123456789abcdef"
 
 #: Runs in the patient's page before its scripts: timestamps on the page's own clock
 #: (performance.now(), 0 = start of navigation).
@@ -158,48 +151,21 @@ def build_world(database_url: str, joins: int) -> World:
     return World(database_url, visits, cookies[0], cookies[1])
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def workers(database_url: str, count: int, redis_url: str | None) -> Iterator[list[str]]:
     """`count` uvicorn processes of the real app; with Redis when there are several."""
     prefix = f"jaejin-bench:{uuid.uuid4().hex}:"
-    ports = [free_port() for _ in range(count)]
-    environment = {**os.environ, "JAEJIN_DATABASE_URL": database_url,
-                   "JAEJIN_SECRET_KEY": SECRET, "JAEJIN_ENVIRONMENT": "test",
-                   "JAEJIN_VISITS_REDIS_PREFIX": prefix}
-    environment.pop("JAEJIN_REDIS_URL", None)
+    environment = {"JAEJIN_ENVIRONMENT": "test", "JAEJIN_VISITS_REDIS_PREFIX": prefix}
     if count > 1:
         assert redis_url, "two workers need Redis"
         environment["JAEJIN_REDIS_URL"] = redis_url
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "jaejin.asgi:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        cwd=REPOSITORY, env={**environment, "JAEJIN_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
-    origins = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        for origin in origins:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{origin}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{origin} did not start")
-                time.sleep(0.1)
-        yield origins
+        with ExitStack() as stack:
+            servers = [stack.enter_context(harness.serve(
+                database_url, 1, environment=environment, fast=False, quiet=True,
+                startup_seconds=30)) for _ in range(count)]
+            yield [server.origin for server in servers]
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
         if redis_url and count > 1:
             client = redis.Redis.from_url(redis_url)
             keys = list(client.scan_iter(match=f"{prefix}*"))
@@ -248,16 +214,11 @@ def one_join(browser: Any, world: World, visit_id: int, patient_origin: str,
         clinician.close()
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
-
-
 def report(name: str, joins: list[Join]) -> None:
     frames = [join.join_to_frame_ms for join in joins]
     pages = [join.page_to_join_ms for join in joins]
-    p50, p95 = statistics.median(frames), percentile(frames, 0.95)
-    base50, base95 = statistics.median(pages), percentile(pages, 0.95)
+    p50, p95 = statistics.median(frames), harness.percentile(frames, 0.95)
+    base50, base95 = statistics.median(pages), harness.percentile(pages, 0.95)
     verdict = "meets" if p95 < GOAL_JOIN_SECONDS * 1000 else "MISSES"
     print(f"{name:<16} join -> first decoded frame  p50 {p50:7.0f} ms  p95 {p95:7.0f} ms  "
           f"({verdict} the {GOAL_JOIN_SECONDS:g} s goal)")
@@ -277,11 +238,11 @@ def main() -> None:
         raise SystemExit(f"no Chromium at {CHROMIUM}")
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory() as folder:
-        world = build_world(f"sqlite:///{folder}/bench.db", arguments.joins * 2 + 2)
+    with harness.sqlite_database() as url:
+        world = build_world(url, arguments.joins * 2 + 2)
         remaining = list(world.visits)
         print(f"Joining video visits: {arguments.joins} joins per scenario, Chromium with fake "
-              "media, real app under uvicorn, SQLite")
+              f"media, real app under uvicorn, SQLite ({harness.load_average()})")
         with sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -293,6 +254,7 @@ def main() -> None:
                         joins = [one_join(browser, world, remaining.pop(), patient_origin,
                                           clinician_origin) for _ in range(arguments.joins)]
                     report(name, joins)
+                    print(f"{'':<16} ({harness.load_average()})")
             finally:
                 browser.close()
     print()

@@ -310,8 +310,12 @@ def _checked(principal: Principal | None) -> Principal:
 
 
 async def _current_principal(
-    principal: Annotated[Principal | None, Depends(optional_principal)],
+    request: Request,
+    principal: Annotated[Principal | None, Depends(_looked_up_principal)],
 ) -> Principal:
+    # `optional_principal` inlined: one dependency level less on every authenticated request.
+    if principal is not None:
+        await _check_csrf(request, principal)
     return _checked(principal)
 
 

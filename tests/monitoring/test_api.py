@@ -393,7 +393,7 @@ def test_each_request_writes_one_audit_entry_with_counts(client, actors, db):
                 json={"readings": [single(f"a{i}", "heart_rate", 60 + i, "bpm", i + 1)
                                    for i in range(25)] + [bp("bad", 400, 90)]},
                 headers=headers)
-    entries = fetch(db, select(AuditEntry).order_by(AuditEntry.sequence))[before:]
+    entries = fetch(db, select(AuditEntry).order_by(AuditEntry.id))[before:]
     assert len(entries) == 1
     entry = entries[0]
     assert (entry.action, entry.resource_type, entry.patient_id) == (

@@ -155,7 +155,7 @@ def test_bad_entries_are_refused_one_by_one_and_the_upload_is_audited_once(clien
     assert [entry["jaejin"]["status"] for entry in response] == [
         "refused", "created", "refused"]
     assert response[0]["jaejin"]["problems"][0]["code"] == "IMPOSSIBLE_VALUE"
-    entries_after = fetch(db, select(AuditEntry).order_by(AuditEntry.sequence))[before:]
+    entries_after = fetch(db, select(AuditEntry).order_by(AuditEntry.id))[before:]
     assert [(entry.actor_type, entry.detail["created"]) for entry in entries_after] == [
         ("device", 1)]
     not_entries = client.post("/api/v1/entries", json="hello",

@@ -35,7 +35,7 @@ def audit_actions(engine, resource_type: str) -> list[tuple[str, int | None, dic
     with session_factory(engine)() as session:
         return [(entry.action, entry.patient_id, entry.detail) for entry in session.execute(
             select(AuditEntry).where(AuditEntry.resource_type == resource_type)
-            .order_by(AuditEntry.sequence)).scalars()]
+            .order_by(AuditEntry.id)).scalars()]
 
 
 def crisis_alert(db, patient):

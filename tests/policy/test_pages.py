@@ -46,7 +46,7 @@ def clean_database(engine: Engine) -> Iterator[Engine]:
 
 def audit_rows(engine: Engine) -> list[AuditEntry]:
     with Session(engine) as db:
-        return list(db.execute(select(AuditEntry).order_by(AuditEntry.sequence)).scalars())
+        return list(db.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars())
 
 
 def audit_count(engine: Engine) -> int:

@@ -265,7 +265,7 @@ def start_session(db: Session, user_id: int) -> dict[str, str]:
 
 
 def audit_entries(db: Session, **fields: object) -> list[AuditEntry]:
-    query = select(AuditEntry).order_by(AuditEntry.sequence)
+    query = select(AuditEntry).order_by(AuditEntry.id)
     for name, value in fields.items():
         query = query.where(getattr(AuditEntry, name) == value)
     entries = list(db.execute(query).scalars())

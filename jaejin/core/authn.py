@@ -6,8 +6,9 @@ so a reader sees the access rule where the route is declared.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Annotated, Any, cast
 
@@ -206,14 +207,97 @@ def _principal_from_session_cookie(cookie: str, request: Request,
     )
 
 
+class ClientTokenCache:
+    """System clients' verified bearer tokens, kept a few seconds by each process.
+
+    A hospital system or device gateway calls many times a second with one token; checking its
+    signature and looking its client up on every call cost more than most of those calls, and
+    the look-up needs a thread and a connection. A token is kept until its own expiry or `ttl`
+    seconds, whichever comes first, so deactivating a client takes effect on every worker within
+    `JAEJIN_API_CLIENT_CACHE_SECONDS` (0 turns the cache off). User sessions are never cached:
+    signing out ends a session at once.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 4096) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token: str) -> Principal | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        good_until, principal = entry
+        if time.time() >= good_until:
+            self._entries.pop(token, None)
+            return None
+        return principal
+
+    def keep(self, token: str, principal: Principal, expires_at: float) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            # Oldest first (dicts keep insertion order): a burst of new tokens evicts old ones.
+            for stale in list(self._entries)[: self.max_entries // 4]:
+                self._entries.pop(stale, None)
+        self._entries[token] = (min(expires_at, time.time() + self.ttl), principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def client_token_cache(request: Request) -> ClientTokenCache:
+    """The application's cache (one per app: tests build several apps in one process)."""
+    cache: ClientTokenCache | None = getattr(request.app.state, "client_tokens", None)
+    if cache is None:
+        cache = ClientTokenCache(get_app_settings(request).api_client_cache_seconds)
+        request.app.state.client_tokens = cache
+    return cache
+
+
+def _for_this_request(known: Principal, request: Request) -> Principal:
+    # A system has no profile to keep a language in: answer in the one it asks for.
+    return replace(
+        known,
+        language=negotiate_language(request.headers.get("accept-language"), default="en"),
+        ip_address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+def _bearer_token(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return None
+
+
+def _known_client(request: Request) -> Principal | None:
+    token = _bearer_token(request)
+    if token is None:
+        return None
+    known = client_token_cache(request).get(token)
+    return _for_this_request(known, request) if known is not None else None
+
+
 def _principal_from_bearer(token: str, request: Request,
                            connection: Connection) -> Principal | None:
+    cache = client_token_cache(request)
+    known = cache.get(token)
+    if known is not None:
+        return _for_this_request(known, request)
     claims = decode_access_token(get_app_settings(request).secret_key, token)
     if claims is None or claims.get("kind") != "client":
         return None
     client = connection.execute(_CLIENT_LOOKUP, {"client_id": claims["sub"]}).first()
     if client is None:
         return None
+    principal = _client_principal(client, claims, request)
+    cache.keep(token, principal, float(claims.get("exp", 0)))
+    return principal
+
+
+def _client_principal(client: Any, claims: dict[str, Any], request: Request) -> Principal:
     return Principal(
         kind="client",
         subject_id=client.id,
@@ -229,9 +313,9 @@ def _principal_from_bearer(token: str, request: Request,
 
 
 def _look_up(request: Request, connection: Connection) -> Principal | None:
-    authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        principal = _principal_from_bearer(authorization[7:].strip(), request, connection)
+    token = _bearer_token(request)
+    if token is not None:
+        principal = _principal_from_bearer(token, request, connection)
         if principal is None:
             raise Problem(401, "INVALID_TOKEN", N_("The access token is invalid or expired."),
                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -282,12 +366,18 @@ async def _check_csrf(request: Request, principal: Principal) -> None:
                       N_("This form has expired or did not come from Jaejin. Reload and retry."))
 
 
-def _looked_up_principal(request: Request) -> Principal | None:
-    # A plain function: FastAPI runs it in its thread pool, so the look-up's database I/O never
-    # blocks the event loop (on SQLite a blocked loop cannot let the lock's holder finish), and
-    # it uses a connection of its own, returned to the pool at once: the request's session
-    # (`DbSession`) is not opened for it.
-    return resolve_principal(request)
+async def _looked_up_principal(request: Request) -> Principal | None:
+    # A system client's token seen a moment ago is answered here, on the loop. Anything else is
+    # looked up in the thread pool, so the database I/O never blocks the event loop (on SQLite
+    # a blocked loop cannot let the lock's holder finish), on a connection of its own returned
+    # to the pool at once: the request's session (`DbSession`) is not opened for it.
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    known = _known_client(request)
+    if known is not None:
+        return _remember(request, known)
+    return await run_in_threadpool(resolve_principal, request)
 
 
 async def optional_principal(

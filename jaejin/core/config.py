@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     #: How long a process reuses an institution's 30-day telemedicine counts (0: never);
     #: counts near the share cap are always exact (docs/policy.md, "Speed").
     policy_share_cache_seconds: float = Field(default=60, ge=0)
+    #: How long a process trusts a system client's verified bearer token without looking the
+    #: client up again (0: look up on every call); deactivation takes effect within this time.
+    api_client_cache_seconds: float = Field(default=5, ge=0, le=300)
     #: Audit hash chains concurrent writers spread over on PostgreSQL (SQLite keeps one).
     audit_chains: int = Field(default=16, ge=1, le=256)
 

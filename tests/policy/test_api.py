@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -305,13 +306,50 @@ def deactivate(engine: Engine, client_id: str) -> None:
         db.commit()
 
 
-def test_a_deactivated_client_is_shut_out_at_its_next_call(client, actors, engine):
+def test_a_deactivated_client_is_shut_out_once_the_cache_time_has_passed(
+        client, actors, engine, monkeypatch):
+    """A client's token is trusted for JAEJIN_API_CLIENT_CACHE_SECONDS, then looked up again."""
+    cache = client_token_cache_of(client)
+    token = client_token(client, actors.clients["a"])
+    assert post(client, token, build()).status_code == 200
+    deactivate(engine, actors.clients["a"][0])
+    assert post(client, token, build()).status_code == 200, "within the cache time"
+    now = time.time()
+    monkeypatch.setattr("jaejin.core.authn.time.time", lambda: now + cache.ttl + 0.01)
+    refused = post(client, token, build())
+    assert refused.status_code == 401
+    assert problem(refused)["code"] == "INVALID_TOKEN"
+
+
+def test_with_the_cache_off_a_deactivated_client_is_shut_out_at_its_next_call(
+        app, client, actors, engine, monkeypatch):
+    cache = client_token_cache_of(client)
+    monkeypatch.setattr(cache, "ttl", 0)
     token = client_token(client, actors.clients["a"])
     assert post(client, token, build()).status_code == 200
     deactivate(engine, actors.clients["a"][0])
     refused = post(client, token, build())
     assert refused.status_code == 401
     assert problem(refused)["code"] == "INVALID_TOKEN"
+
+
+def test_a_forged_token_is_never_answered_from_the_cache(client, actors):
+    token = client_token(client, actors.clients["a"])
+    assert post(client, token, build()).status_code == 200
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    refused = post(client, forged, build())
+    assert refused.status_code == 401
+    assert problem(refused)["code"] == "INVALID_TOKEN"
+
+
+def client_token_cache_of(client):
+    from jaejin.core.authn import ClientTokenCache
+
+    cache = getattr(client.app.state, "client_tokens", None)
+    if cache is None:
+        cache = ClientTokenCache(client.app.state.settings.api_client_cache_seconds)
+        client.app.state.client_tokens = cache
+    return cache
 
 
 def test_a_client_calling_again_gets_its_own_language_and_scope_checks(client, actors):

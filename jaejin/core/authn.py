@@ -280,6 +280,16 @@ def _known_client(request: Request) -> Principal | None:
     return _for_this_request(known, request) if known is not None else None
 
 
+def known_principal(request: Request) -> Principal | None:
+    """The caller when known without the database: already resolved for this request, or a
+    system client whose token was verified a moment ago (`ClientTokenCache`). None otherwise."""
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    known = _known_client(request)
+    return _remember(request, known) if known is not None else None
+
+
 def _principal_from_bearer(token: str, request: Request,
                            connection: Connection) -> Principal | None:
     cache = client_token_cache(request)
@@ -371,12 +381,9 @@ async def _looked_up_principal(request: Request) -> Principal | None:
     # looked up in the thread pool, so the database I/O never blocks the event loop (on SQLite
     # a blocked loop cannot let the lock's holder finish), on a connection of its own returned
     # to the pool at once: the request's session (`DbSession`) is not opened for it.
-    cached = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    known = _known_client(request)
+    known = known_principal(request)
     if known is not None:
-        return _remember(request, known)
+        return known
     return await run_in_threadpool(resolve_principal, request)
 
 

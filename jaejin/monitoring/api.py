@@ -47,6 +47,7 @@ from jaejin.core.authn import (
     DbSession,
     Principal,
     audit,
+    known_principal,
     require_principal,
     resolve_principal,
 )
@@ -225,6 +226,9 @@ async def _principal_off_the_event_loop(request: Request, db: DbSession) -> Prin
     already resolved, nothing to commit, and only checks CSRF and the second factor.
     """
 
+    if known_principal(request) is not None:
+        return await require_principal(request, db)
+
     def resolve() -> None:
         try:
             resolve_principal(request, db)
@@ -247,6 +251,9 @@ async def _principal_before_writing(request: Request, db: DbSession) -> Principa
     ends at once, as `CallingPrincipal`'s does (its write lock must not be held across the
     event loop).
     """
+
+    if known_principal(request) is not None:
+        return await require_principal(request, db)
 
     def resolve() -> None:
         try:

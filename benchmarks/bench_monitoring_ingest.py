@@ -58,6 +58,7 @@ from benchmarks.harness import (
     Round,
     Server,
     access_token,
+    bench_institution,
     format_line,
     http_request,
     install_uvloop,
@@ -73,7 +74,7 @@ from jaejin.accounts.service import create_client
 from jaejin.core.audit import AuditActor, AuditEvent, record
 from jaejin.core.database import build_engine, session_factory, session_scope
 from jaejin.core.migrate import upgrade
-from jaejin.directory.store import Institution, Patient
+from jaejin.directory.store import Patient
 from jaejin.monitoring.readings import Metric
 from jaejin.monitoring.store import CarePlanRow, ReadingRow, trend_points
 
@@ -107,10 +108,7 @@ def prepare(url: str) -> World:
     upgrade(url)
     engine = build_engine(url)
     with session_scope(engine) as db:
-        institution = Institution(code="BENCH", name_ko="벤치 의원", name_en="Bench Clinic",
-                                  kind="clinic", region="KR-11", designations=[])
-        db.add(institution)
-        db.flush()
+        institution = bench_institution(db)
         patients = [_patient(institution.id, f"BENCH-{index}") for index in range(PATIENTS)]
         db.add_all(patients)
         db.flush()

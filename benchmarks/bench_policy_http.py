@@ -44,6 +44,7 @@ from benchmarks.harness import (  # noqa: F401  (re-exported: bench_scheduling i
     Summary,
     access_token,
     bench_database,
+    bench_institution,
     encoded_requests,
     format_line,
     load_average,
@@ -56,7 +57,6 @@ from benchmarks.harness import (  # noqa: F401  (re-exported: bench_scheduling i
 from jaejin.accounts.service import create_client
 from jaejin.core.database import build_engine, session_scope
 from jaejin.core.migrate import upgrade
-from jaejin.directory.store import Institution
 
 GOAL_DECISIONS_PER_SECOND = 2_000
 GOAL_P99_MS = 15.0
@@ -68,10 +68,7 @@ def prepare(url: str) -> tuple[str, str]:
     upgrade(url)
     engine = build_engine(url)
     with session_scope(engine) as db:
-        institution = Institution(code="BENCH", name_ko="벤치 의원", name_en="Bench Clinic",
-                                  kind="clinic", region="KR-11", designations=[])
-        db.add(institution)
-        db.flush()
+        institution = bench_institution(db)
         client, secret = create_client(db, institution, "bench", ["policy.evaluate"])
         credentials = (client.client_id, secret)
     engine.dispose()

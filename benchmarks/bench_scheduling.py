@@ -48,6 +48,7 @@ from benchmarks import harness
 from benchmarks.harness import (
     Round,
     access_token,
+    bench_institution,
     encoded_requests,
     percentile,
     read_response,
@@ -58,7 +59,6 @@ from jaejin.core.database import build_engine, session_scope
 from jaejin.core.migrate import upgrade
 from jaejin.directory.store import (
     Encounter,
-    Institution,
     Patient,
     Practitioner,
     PractitionerRole,
@@ -98,10 +98,7 @@ def prepare(url: str) -> World:
         {"weekday": day, "start": "08:00", "end": "20:00"} for day in range(1, 8)]})
     seen = datetime.now(UTC) - timedelta(days=20)
     with session_scope(engine) as db:
-        institution = Institution(code="BENCH", name_ko="벤치 의원", name_en="Bench Clinic",
-                                  kind="clinic", region="KR-11", designations=[])
-        db.add(institution)
-        db.flush()
+        institution = bench_institution(db)
         client, secret = create_client(db, institution, "bench",
                                        ["scheduling.read", "scheduling.write",
                                         "policy.evaluate"])

@@ -47,7 +47,6 @@ from jaejin.core.migrate import upgrade
 from jaejin.core.security import new_token, token_digest
 from jaejin.directory.store import (
     Consent,
-    Institution,
     Patient,
     Practitioner,
     PractitionerRole,
@@ -97,10 +96,7 @@ def build_world(database_url: str, joins: int) -> World:
     upgrade(database_url)
     engine = build_engine(database_url)
     with session_scope(engine) as db:
-        clinic = Institution(code="BENCH", name_ko="벤치 의원", name_en="Bench Clinic",
-                             kind="clinic", region="KR-11", designations=[])
-        db.add(clinic)
-        db.flush()
+        clinic = harness.bench_institution(db)
         doctor = create_user(db, email="doctor@bench.example", password="bench-password-1",
                              display_name="Doctor", language="en",
                              memberships=[(clinic.id, Role.CLINICIAN)])

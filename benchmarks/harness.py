@@ -46,6 +46,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from jaejin.directory.store import Institution
 
 #: Used when JAEJIN_BENCH_POSTGRES_URL is not set and a benchmark needs PostgreSQL.
 DEFAULT_POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -449,3 +452,12 @@ def format_line(summary: Summary, description: str = "", *, unit: str = "req",
     if summary.failed:
         line += f"\n      FAILED {summary.failed} requests, first: {summary.first_failure}"
     return line
+
+
+def bench_institution(db: Session) -> Institution:
+    """The benchmarks' clinic (Seoul, no designations), flushed so its id is known."""
+    institution = Institution(code="BENCH", name_ko="벤치 의원", name_en="Bench Clinic",
+                              kind="clinic", region="KR-11", designations=[])
+    db.add(institution)
+    db.flush()
+    return institution

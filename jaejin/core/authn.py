@@ -246,12 +246,13 @@ class ClientTokenCache:
         self._entries.clear()
 
 
-def client_token_cache(request: Request) -> ClientTokenCache:
+def client_token_cache(app: Any) -> ClientTokenCache:
     """The application's cache (one per app: tests build several apps in one process)."""
-    cache: ClientTokenCache | None = getattr(request.app.state, "client_tokens", None)
+    cache: ClientTokenCache | None = getattr(app.state, "client_tokens", None)
     if cache is None:
-        cache = ClientTokenCache(get_app_settings(request).api_client_cache_seconds)
-        request.app.state.client_tokens = cache
+        settings: Settings = getattr(app.state, "settings", None) or get_settings()
+        cache = ClientTokenCache(settings.api_client_cache_seconds)
+        app.state.client_tokens = cache
     return cache
 
 
@@ -276,7 +277,7 @@ def _known_client(request: Request) -> Principal | None:
     token = _bearer_token(request)
     if token is None:
         return None
-    known = client_token_cache(request).get(token)
+    known = client_token_cache(request.app).get(token)
     return _for_this_request(known, request) if known is not None else None
 
 
@@ -292,7 +293,7 @@ def known_principal(request: Request) -> Principal | None:
 
 def _principal_from_bearer(token: str, request: Request,
                            connection: Connection) -> Principal | None:
-    cache = client_token_cache(request)
+    cache = client_token_cache(request.app)
     known = cache.get(token)
     if known is not None:
         return _for_this_request(known, request)
@@ -302,23 +303,21 @@ def _principal_from_bearer(token: str, request: Request,
     client = connection.execute(_CLIENT_LOOKUP, {"client_id": claims["sub"]}).first()
     if client is None:
         return None
-    principal = _client_principal(client, claims, request)
+    principal = _client_principal(client, claims)
     cache.keep(token, principal, float(claims.get("exp", 0)))
-    return principal
+    return _for_this_request(principal, request)
 
 
-def _client_principal(client: Any, claims: dict[str, Any], request: Request) -> Principal:
+def _client_principal(client: Any, claims: dict[str, Any]) -> Principal:
+    """What a client's token says whatever the request (`_for_this_request` adds the rest)."""
     return Principal(
         kind="client",
         subject_id=client.id,
         label=f"client:{client.name}",
-        # A system has no profile to keep a language in: answer in the one it asks for.
-        language=negotiate_language(request.headers.get("accept-language"), default="en"),
+        language="en",
         time_zone="UTC",
         memberships=frozenset({(client.institution_id, Role.SYSTEM_CLIENT)}),
         scopes=frozenset(claims.get("scope", "").split()),
-        ip_address=client_address(request),
-        user_agent=request.headers.get("user-agent"),
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from benchmarks.bench_policy import realistic_mix
 from jaejin.core.accounts import ApiClient, Role
 from jaejin.core.audit import AuditEntry
+from jaejin.core.authn import client_token_cache
 from jaejin.policy import default_registry, evaluate, evaluate_json, load_packs, parse_request
 from jaejin.policy.api import decision_json
 from jaejin.policy.packs import DEFAULT_PACK_DIRECTORY
@@ -309,7 +310,7 @@ def deactivate(engine: Engine, client_id: str) -> None:
 def test_a_deactivated_client_is_shut_out_once_the_cache_time_has_passed(
         client, actors, engine, monkeypatch):
     """A client's token is trusted for JAEJIN_API_CLIENT_CACHE_SECONDS, then looked up again."""
-    cache = client_token_cache_of(client)
+    cache = client_token_cache(client.app)
     token = client_token(client, actors.clients["a"])
     assert post(client, token, build()).status_code == 200
     deactivate(engine, actors.clients["a"][0])
@@ -323,7 +324,7 @@ def test_a_deactivated_client_is_shut_out_once_the_cache_time_has_passed(
 
 def test_with_the_cache_off_a_deactivated_client_is_shut_out_at_its_next_call(
         app, client, actors, engine, monkeypatch):
-    cache = client_token_cache_of(client)
+    cache = client_token_cache(client.app)
     monkeypatch.setattr(cache, "ttl", 0)
     token = client_token(client, actors.clients["a"])
     assert post(client, token, build()).status_code == 200
@@ -341,15 +342,6 @@ def test_a_forged_token_is_never_answered_from_the_cache(client, actors):
     assert refused.status_code == 401
     assert problem(refused)["code"] == "INVALID_TOKEN"
 
-
-def client_token_cache_of(client):
-    from jaejin.core.authn import ClientTokenCache
-
-    cache = getattr(client.app.state, "client_tokens", None)
-    if cache is None:
-        cache = ClientTokenCache(client.app.state.settings.api_client_cache_seconds)
-        client.app.state.client_tokens = cache
-    return cache
 
 
 def test_a_client_calling_again_gets_its_own_language_and_scope_checks(client, actors):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import urlparse
 
+import httpx
 import pyotp
 from playwright.sync_api import Page
 
+from tests.live_server import LiveServer
 from tests.support import PASSWORD, Person
 
 #: Every visible form control must have a label a screen reader announces.
@@ -83,3 +86,14 @@ def unlabelled_controls(page: Page) -> list[str]:
 def low_contrast_text(page: Page) -> list[str]:
     result: list[str] = page.evaluate(LOW_CONTRAST_SCRIPT)
     return result
+
+
+def client_token(live_server: LiveServer, credentials: tuple[str, str],
+                 scope: str = "monitoring.write") -> str:
+    """A system client's bearer token from the running server (client credentials grant)."""
+    basic = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+    response = httpx.post(live_server.path("/oauth2/token"),
+                          data={"grant_type": "client_credentials", "scope": scope},
+                          headers={"Authorization": f"Basic {basic}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])

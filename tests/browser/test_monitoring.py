@@ -3,7 +3,6 @@ from its buttons, and the chart pages a patient and a clinician read (screenshot
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -14,7 +13,7 @@ from jaejin.core.accounts import Role
 from jaejin.monitoring.careplans import PlanTemplate
 from jaejin.monitoring.readings import Metric
 from tests.browser.conftest import PHONE, ContextFactory
-from tests.browser.helpers import low_contrast_text, sign_in, unlabelled_controls
+from tests.browser.helpers import client_token, low_contrast_text, sign_in, unlabelled_controls
 from tests.live_server import LiveServer
 from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fixture
     add_plan,
@@ -28,16 +27,6 @@ from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fi
 from tests.support import Actors
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
-
-
-def _token(live_server: LiveServer, credentials: tuple[str, str]) -> str:
-    basic = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
-    response = httpx.post(live_server.path("/oauth2/token"),
-                          data={"grant_type": "client_credentials",
-                                "scope": "monitoring.write"},
-                          headers={"Authorization": f"Basic {basic}"}, timeout=10)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
 
 
 def _history(db, patient, now: datetime) -> None:
@@ -63,7 +52,7 @@ def test_the_triage_page_shows_a_critical_reading_posted_elsewhere_within_a_seco
     expect(item.locator(".severity-critical")).to_have_count(0)
     expect(page.locator("#triage-live-status")).to_have_attribute("data-state", "live")
 
-    token = _token(live_server, actors.clients["a"])
+    token = client_token(live_server, actors.clients["a"])
     response = httpx.post(
         live_server.path(f"/api/v1/monitoring/patients/{patient.id}/readings"),
         headers={"Authorization": f"Bearer {token}"}, timeout=10,

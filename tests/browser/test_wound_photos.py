@@ -4,7 +4,6 @@ clears a missing-data item from the open triage list without a reload."""
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -15,7 +14,7 @@ from jaejin.core.accounts import Role
 from jaejin.monitoring.careplans import PlanTemplate
 from jaejin.monitoring.jobs import run_jobs
 from tests.browser.conftest import ContextFactory
-from tests.browser.helpers import sign_in, unlabelled_controls
+from tests.browser.helpers import client_token, sign_in, unlabelled_controls
 from tests.live_server import LiveServer
 from tests.monitoring.photo_files import phone_jpeg
 from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fixture
@@ -26,16 +25,6 @@ from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fi
 from tests.support import Actors
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
-
-
-def _token(live_server: LiveServer, credentials: tuple[str, str]) -> str:
-    basic = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
-    response = httpx.post(live_server.path("/oauth2/token"),
-                          data={"grant_type": "client_credentials",
-                                "scope": "monitoring.write"},
-                          headers={"Authorization": f"Basic {basic}"}, timeout=10)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
 
 
 def test_a_patient_sends_a_wound_photo_and_the_clinician_opens_it(
@@ -92,7 +81,7 @@ def test_a_normal_reading_clears_a_missing_data_item_from_the_open_triage_list(
     expect(page.locator("#triage-live-status")).to_have_attribute("data-state", "live")
     version = page.locator("#triage-list").get_attribute("data-version")
 
-    token = _token(live_server, actors.clients["a"])
+    token = client_token(live_server, actors.clients["a"])
     response = httpx.post(
         live_server.path(f"/api/v1/monitoring/patients/{patient.id}/readings"),
         headers={"Authorization": f"Bearer {token}"}, timeout=10,

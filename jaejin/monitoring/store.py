@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from jaejin.core.database import Base, utcnow
+from jaejin.core.i18n import LANGUAGE_TAG_LENGTH
 from jaejin.monitoring.careplans import CarePlan, PlanTemplate, template_plan
 from jaejin.monitoring.readings import Metric, Reading
 
@@ -276,7 +277,7 @@ class UploadRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    language: Mapped[str] = mapped_column(String(10), default="ko")
+    language: Mapped[str] = mapped_column(String(LANGUAGE_TAG_LENGTH), default="ko")
     created_by: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

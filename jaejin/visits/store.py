@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, deferred, mapped_column
 
 from jaejin.core.database import Base, utcnow
+from jaejin.core.i18n import LANGUAGE_TAG_LENGTH
 from jaejin.scheduling.store import Appointment
 from jaejin.visits.lifecycle import CallInterval, VisitState
 
@@ -199,7 +200,7 @@ class GuestLink(Base):
     visit_id: Mapped[int] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"), index=True)
     local_physician_id: Mapped[int] = mapped_column(ForeignKey("local_physicians.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    language: Mapped[str] = mapped_column(String(10))
+    language: Mapped[str] = mapped_column(String(LANGUAGE_TAG_LENGTH))
     created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]

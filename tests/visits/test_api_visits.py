@@ -311,6 +311,22 @@ def test_the_guest_link_is_mailed_in_the_local_physicians_language_and_replaces_
     assert entered.headers["location"] == f"/visits/{visit.id}/waiting"
 
 
+def test_a_guest_link_keeps_a_long_language_tag_whole(
+        client: Any, db: Session, cast: Cast) -> None:
+    """BCP 47 tags up to 35 characters fit (PostgreSQL enforces the column length)."""
+    physician = add_local_physician(db, cast.actors, "a", languages=("ko",))
+    visit = make_visit(db, cast.actors, "a", tri_party=True)
+    link = GuestLink(visit_id=visit.id, local_physician_id=physician.id, token_hash="f" * 64,
+                     language="yue-Hant-HK", created_at=utcnow(),
+                     expires_at=utcnow() + timedelta(hours=1))
+    db.add(link)
+    db.commit()
+
+    stored = db.get(GuestLink, link.id, populate_existing=True)
+    assert stored is not None and stored.language == "yue-Hant-HK"
+    db.commit()
+
+
 def test_forged_expired_and_other_visits_guest_links_are_refused_and_logged(
         client: Any, db: Session, cast: Cast) -> None:
     physician = add_local_physician(db, cast.actors, "a")

@@ -63,7 +63,7 @@ from jaejin.monitoring.jobs import alert_kind_label
 from jaejin.monitoring.parsers import parse_batch
 from jaejin.monitoring.photo_api import prepared, read_photo_form, save_photo
 from jaejin.monitoring.photo_store import patient_photos
-from jaejin.monitoring.photos import ACCEPTED_FORMATS, WOUND_PHOTO_MAX_BYTES
+from jaejin.monitoring.photos import UPLOAD_ACCEPT, WOUND_PHOTO_MAX_BYTES
 from jaejin.monitoring.readings import Metric, Reading, metric_label
 from jaejin.monitoring.store import (
     AlertRow,
@@ -892,7 +892,7 @@ def _photo_context(db: Session, principal: Principal, patient: Patient, zone: Zo
         "photos": photos, "photo_patient": patient, "photo_action": action,
         "photo_patient_field": not staff, "zone": zone,
         "photo_limit_mb": WOUND_PHOTO_MAX_BYTES // (1024 * 1024),
-        "photo_accept": ",".join(sorted(set(ACCEPTED_FORMATS.values()))),
+        "photo_accept": UPLOAD_ACCEPT,
     }
 
 

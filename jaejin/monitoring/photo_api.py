@@ -2,8 +2,8 @@
 
 Routes (answers JSON except the images; errors are problem details with a stable `code`):
 
-* `POST /api/v1/patients/{patient_id}/wound-photos`: multipart, field `file` (JPEG, PNG or WebP;
-  HEIC with the `pillow-heif` plug-in), optional `taken_at` (ISO 8601; without an offset, the
+* `POST /api/v1/patients/{patient_id}/wound-photos`: multipart, field `file` (JPEG, PNG, WebP or
+  HEIC/HEIF, as iPhones send by default), optional `taken_at` (ISO 8601; without an offset, the
   patient's clock), `body_site` and `note`. 201 with the photo; 200 with `"duplicate": true`
   when the same file was already stored. The copy kept has no metadata (`photos.prepare_photo`).
 * `GET /api/v1/patients/{patient_id}/wound-photos`: the patient's photos, newest first;

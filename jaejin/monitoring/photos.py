@@ -8,8 +8,10 @@ clinician), and encodes new pixels without any metadata (only an RGB colour prof
 the redness of a wound looks as the phone saw it): JPEG for photographs, PNG stays PNG
 (lossless in, lossless kept). A thumbnail for the care team's page is made at the same time.
 
-HEIC (iPhone) is accepted when the optional `pillow-heif` plug-in is installed; without it the
-formats are JPEG, PNG and WebP. No I/O here: the caller hands bytes in and stores what comes out.
+The formats are JPEG, PNG, WebP and HEIC/HEIF (what iPhones send by default; decoded by the
+`pillow-heif` plug-in, a dependency, and kept as JPEG like the others). Of a HEIF file only its
+primary picture counts: its embedded thumbnails, depth maps and auxiliary pictures are never
+decoded. No I/O here: the caller hands bytes in and stores what comes out.
 """
 
 from __future__ import annotations
@@ -24,8 +26,13 @@ from types import MappingProxyType
 from typing import Final
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import get_file_mimetype, register_heif_opener
 
 from jaejin.core.i18n import N_
+
+# HEIF files are turned upright by libheif as they are decoded (their EXIF orientation reset to
+# 1), so `ImageOps.exif_transpose` leaves them as they are. Only the primary picture is wanted.
+register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 #: Largest file accepted (a 50-megapixel phone JPEG is about 15 MB).
 WOUND_PHOTO_MAX_BYTES: Final = 20 * 1024 * 1024
@@ -42,18 +49,20 @@ CLOCK_SKEW: Final = timedelta(minutes=5)
 
 #: What Pillow calls the formats accepted, and their media types.
 #: MPO is the JPEG some phones write with a second, depth or preview, picture inside: the first
-#: picture is the photo.
-_FORMATS: dict[str, str] = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png",
-                            "WEBP": "image/webp"}
-try:  # pragma: no cover - depends on an optional plug-in
-    from pillow_heif import register_heif_opener  # type: ignore[import-not-found,unused-ignore]
-
-    register_heif_opener()
-    _FORMATS["HEIF"] = "image/heic"
-except ImportError:
-    pass
-ACCEPTED_FORMATS: Final[Mapping[str, str]] = MappingProxyType(dict(_FORMATS))
-_FORMAT_NAMES: Final = ", ".join(sorted(set(_FORMATS) - {"MPO"}))
+#: picture is the photo. HEIF is Pillow's name (through pillow-heif) for HEIC files too.
+ACCEPTED_FORMATS: Final[Mapping[str, str]] = MappingProxyType({
+    "JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+    "HEIF": "image/heic",
+})
+#: What a HEIC/HEIF file says it is in its first 12 bytes (the `ftyp` box's brand).
+_HEIF_MEDIA_TYPES: Final = frozenset({"image/heic", "image/heif"})
+#: Formats whose file may hold several pictures of which the first (primary) one is the photo.
+_PRIMARY_PICTURE_FORMATS: Final = frozenset({"MPO", "HEIF"})
+_FORMAT_NAMES: Final = "JPEG, PNG, WebP, HEIC"
+#: The upload form's `accept` list: the media types, and the file name endings of HEIC/HEIF
+#: for the browsers and systems that do not know those media types.
+UPLOAD_ACCEPT: Final = ",".join([*sorted(set(ACCEPTED_FORMATS.values())), "image/heif",
+                                 ".heic", ".heif"])
 
 _EXIF_IFD: Final = 0x8769
 _DATE_TIME_ORIGINAL: Final = 0x9003
@@ -188,6 +197,10 @@ def _open(data: bytes) -> Image.Image:
             # Pillow's own ceiling (twice `Image.MAX_IMAGE_PIXELS`), far above ours.
             raise _too_many_pixels(2 * (Image.MAX_IMAGE_PIXELS or 0), "+") from None
         except UnidentifiedImageError:
+            if get_file_mimetype(data[:12]) in _HEIF_MEDIA_TYPES:
+                # pillow-heif says "unidentified" for a HEIC it cannot decode: one that is
+                # cut off or damaged, not one of another format.
+                raise _corrupt() from None
             raise PhotoProblem(
                 415, "PHOTO_FORMAT_UNSUPPORTED",
                 N_("The file is not a photo in a format Jaejin accepts ({formats})."),
@@ -238,7 +251,7 @@ def prepare_photo(data: bytes) -> PreparedPhoto:
         upright = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
         raise _corrupt() from None
-    if original_format != "MPO" and getattr(image, "n_frames", 1) > 1:
+    if original_format not in _PRIMARY_PICTURE_FORMATS and getattr(image, "n_frames", 1) > 1:
         raise PhotoProblem(422, "PHOTO_ANIMATED",
                            N_("An animation is not a wound photo: send a single picture."))
     colour = _colour_profile(image)
@@ -299,7 +312,7 @@ def taken_at(given: str | None, camera_time: datetime | None, zone: tzinfo,
 
 
 __all__ = [
-    "ACCEPTED_FORMATS", "CLOCK_SKEW", "STORED_MAX_EDGE", "THUMBNAIL_MAX_EDGE",
+    "ACCEPTED_FORMATS", "CLOCK_SKEW", "STORED_MAX_EDGE", "THUMBNAIL_MAX_EDGE", "UPLOAD_ACCEPT",
     "WOUND_PHOTO_MAX_BYTES", "WOUND_PHOTO_MAX_PIXELS", "PhotoProblem", "PreparedPhoto",
     "prepare_photo", "taken_at",
 ]

@@ -38,6 +38,32 @@ def phone_jpeg(width: int = 64, height: int = 48, *, colour=(190, 60, 60),
     return buffer.getvalue()
 
 
+def phone_heic(width: int = 64, height: int = 48, *, colour=(190, 60, 60),
+               orientation: int = 6) -> bytes:
+    """A HEIC as an iPhone writes it (through pillow-heif, which the app depends on): the same
+    GPS position, maker, serial number, time taken and quarter-turn orientation as
+    `phone_jpeg`, an XMP packet naming the position again, and a colour profile."""
+    from PIL import ImageCms
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    image = Image.new("RGB", (width, height), colour)
+    image.paste((255, 255, 0), (0, 0, width // 4, height // 4))
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    exif[MAKE] = "JaejinPhone"
+    exif[GPS_IFD] = {1: "N", 2: (37.0, 33.0, 59.0), 3: "E", 4: (126.0, 58.0, 40.0)}
+    details = exif.get_ifd(EXIF_IFD)
+    details[SERIAL] = "SERIAL-123456"
+    details[DATE_TIME_ORIGINAL] = "2026:11:20 09:15:00"
+    details[OFFSET_TIME_ORIGINAL] = "+09:00"
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buffer = io.BytesIO()
+    image.save(buffer, "HEIF", exif=exif.tobytes(), icc_profile=profile, quality=85,
+               xmp=b"<x:xmpmeta><rdf:Description exif:GPSLatitude='37,33N'/></x:xmpmeta>")
+    return buffer.getvalue()
+
+
 def png(width: int = 40, height: int = 30, mode: str = "RGBA") -> bytes:
     image = Image.new(mode, (width, height))
     buffer = io.BytesIO()

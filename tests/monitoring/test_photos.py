@@ -27,6 +27,7 @@ from tests.monitoring.photo_files import (
     GPS_IFD,
     image_bytes,
     opened,
+    phone_heic,
     phone_jpeg,
     png,
 )
@@ -80,6 +81,36 @@ def test_png_stays_lossless_and_webp_becomes_jpeg():
     assert photo.content_type == "image/png" and opened(photo.content).format == "PNG"
     webp = prepare_photo(image_bytes("WEBP"))
     assert webp.original_format == "WEBP" and webp.content_type == "image/jpeg"
+
+
+def test_an_iphone_heic_is_kept_as_an_upright_jpeg_without_location_or_camera_details():
+    sent = phone_heic(64, 48)
+    assert sent[4:12] == b"ftypheic", "the test file must be a real HEIC"
+    assert opened(sent).getexif().get_ifd(GPS_IFD), "the test file must carry a position"
+    photo = prepare_photo(sent)
+    kept = opened(photo.content)
+    exif = kept.getexif()
+    assert not exif.get_ifd(GPS_IFD) and not exif.get_ifd(EXIF_IFD) and len(exif) == 0
+    assert not {"exif", "xmp", "comment", "XML:com.adobe.xmp"} & set(kept.info)
+    assert b"JaejinPhone" not in photo.content and b"SERIAL-123456" not in photo.content
+    assert b"37,33N" not in photo.content
+    assert photo.original_format == "HEIF"
+    assert photo.content_type == "image/jpeg" and kept.format == "JPEG"
+    # Turned upright once (by libheif as it decodes), not twice: the marker at the top right.
+    assert (photo.width, photo.height) == (48, 64) == kept.size
+    assert kept.getpixel((kept.width - 3, 2))[0] > 200 and kept.getpixel((2, 2))[1] < 120
+    assert kept.info.get("icc_profile") == opened(sent).info["icc_profile"]
+    assert set(photo.removed_metadata) >= {"exif", "xmp", "gps"}
+    assert photo.camera_time == datetime(2026, 11, 20, 9, 15, tzinfo=timezone(timedelta(hours=9)))
+    thumbnail = opened(photo.thumbnail)
+    assert thumbnail.format == "JPEG" and len(thumbnail.getexif()) == 0
+
+
+def test_a_damaged_heic_is_refused():
+    whole = phone_heic(200, 150)
+    for cut in (len(whole) // 2, len(whole) - 10):
+        problem = refused(whole[:cut])
+        assert (problem.status, problem.code) == (422, "PHOTO_CORRUPT")
 
 
 def test_the_same_file_has_the_same_digest_and_another_file_another():

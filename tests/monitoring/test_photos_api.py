@@ -18,7 +18,7 @@ from jaejin.monitoring.careplans import PlanTemplate
 from jaejin.monitoring.photo_store import WoundPhotoRow
 from jaejin.monitoring.photos import WOUND_PHOTO_MAX_BYTES
 from jaejin.monitoring.store import AlertRow, ReadingRow
-from tests.monitoring.photo_files import GPS_IFD, image_bytes, opened, phone_jpeg
+from tests.monitoring.photo_files import GPS_IFD, image_bytes, opened, phone_heic, phone_jpeg
 from tests.monitoring.test_workflow_builders import (  # noqa: F401 - autouse fixture
     add_plan,
     cheap_password_hashing,
@@ -99,6 +99,27 @@ def test_a_patient_sends_a_photo_and_the_copy_kept_has_no_location(client, actor
     assert row.reading_id == reading.id
 
 
+def test_an_iphone_heic_is_accepted_and_kept_as_jpeg_without_its_location(client, actors, db):
+    patient = actors.patients["a"]
+    sent = phone_heic(64, 48)
+    response = send(client, patient.id, sent, as_patient(client, actors), name="IMG_0412.HEIC",
+                    kind="image/heic")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["width"], body["height"], body["content_type"]) == (48, 64, "image/jpeg")
+    assert body["taken_at"] == "2026-11-20T09:15:00+09:00"
+
+    image = client.get(body["image_url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    kept = opened(image.content)
+    assert not kept.getexif().get_ifd(GPS_IFD) and len(kept.getexif()) == 0
+    assert b"JaejinPhone" not in image.content and b"37,33N" not in image.content
+    [upload] = [entry for entry in _audit(db.get_bind(), "wound_photo")
+                if entry.action == "create"]
+    assert {"exif", "gps", "xmp"} <= set(upload.detail["metadata_removed"])
+    assert upload.detail["format"] == "HEIF"
+
+
 def test_each_photo_is_a_review_item_for_the_care_team_grouped_per_patient(client, actors, db):
     patient = actors.patients["a"]
     add_plan(db, patient, PlanTemplate.POST_OPERATIVE)
@@ -151,7 +172,7 @@ def test_a_file_of_another_kind_is_refused(client, actors, db):
                           headers=headers)
     assert pdf.status_code == gif.status_code == 415
     assert problem(pdf)["code"] == "PHOTO_FORMAT_UNSUPPORTED"
-    assert "JPEG, PNG, WEBP" in problem(gif)["detail"]
+    assert "JPEG, PNG, WebP, HEIC" in problem(gif)["detail"]
     assert missing.status_code == 422 and problem(missing)["code"] == "PHOTO_REQUIRED"
     nothing_stored(db.get_bind())
 
@@ -302,6 +323,9 @@ def test_a_patient_sends_a_photo_from_their_own_page(client, actors, db):
     csrf = sign_in(client, actors.person("a", Role.PATIENT))
     page = client.get("/monitoring/me")
     assert 'action="/monitoring/me/wound-photos"' in page.text
+    [accept] = re.findall(r'id="photo-file"[^>]* accept="([^"]+)"', page.text)
+    assert {"image/jpeg", "image/png", "image/webp", "image/heic", ".heic"} <= set(
+        accept.split(","))
     # Without JavaScript: a normal form post, then the page again.
     plain = client.post("/monitoring/me/wound-photos",
                         files={"file": ("w.png", image_bytes("PNG"), "image/png")},

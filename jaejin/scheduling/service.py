@@ -83,6 +83,7 @@ from jaejin.scheduling.store import (
     ResourceKind,
     add_appointment,
     booking_rows,
+    bump_calendar,
     claim_blocks,
     claim_occupancy,
     holders_of,
@@ -1065,6 +1066,7 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
         names = {name for name, key in Attempt.of(appointment).keys.items() if key in clashed}
         raise _taken_problem(names, schedule, db, slot.start, now=now, lang=lang,
                              language=language, patient=patient, range_zone=patient_zone)
+    bump_calendar(db, practitioner.id)
     notifications.queue_for_change(db, appointment, notifications.Change.BOOKED,
                                    settings=settings, now=now)
     audit(db, principal, AuditEvent(
@@ -1155,6 +1157,7 @@ def reschedule(db: Session, principal: Principal, appointment: Appointment, new_
             db.flush()
             if not claim_occupancy(db, appointment):
                 raise _Clash()
+            bump_calendar(db, appointment.practitioner_id)
     except _Clash:
         # The savepoint is rolled back: the appointment keeps its old time and blocks.
         raise _conflict(db, attempt, schedule, patient, now=now, lang=lang,
@@ -1181,6 +1184,7 @@ def cancel(db: Session, principal: Principal, appointment: Appointment, *, by_st
     except SchedulingError as error:
         raise _lifecycle_error(error, principal.language) from None
     release_occupancy(db, appointment.id)
+    bump_calendar(db, appointment.practitioner_id)
     appointment.status, appointment.sequence = cancelled.status.value, cancelled.sequence
     appointment.cancelled_at, appointment.cancelled_by = now, actor_ref(principal)
     appointment.cancel_reason = reason

@@ -206,6 +206,20 @@ class OccupancyBlock(Base):
     block_start: Mapped[datetime]
 
 
+class CalendarVersion(Base):
+    """How many times the time a resource holds has changed (`bump_calendar`).
+
+    Slot searches cache their answers per process under this number (`jaejin.scheduling.search`)
+    and read it, in the statement that checks who may search, to know whether an answer is
+    still true: every worker sees a booking made through any other at once.
+    """
+
+    __tablename__ = "scheduling_calendar_versions"
+
+    resource_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger())
+
+
 # --------------------------------------------------------------------------- occupancy
 
 
@@ -280,6 +294,27 @@ _CLAIMS: dict[str, Any] = {
         index_elements=["resource_key", "block_start"]).returning(OccupancyBlock.resource_key)
     for name, insert_for in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
 }
+
+
+_BUMPS: dict[str, Any] = {
+    name: insert_for(CalendarVersion).values(resource_key=bindparam("key"), version=1)
+    .on_conflict_do_update(index_elements=["resource_key"],
+                           set_={"version": CalendarVersion.version + 1})
+    for name, insert_for in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+
+
+def bump_calendar(db: Session, practitioner_id: int) -> None:
+    """Say, in the transaction that changes it, that the practitioner's held time changed:
+    one upsert of their calendar version (searches' cached answers for them are then unused).
+
+    Call it in every transaction that books, moves, cancels or otherwise frees or takes a
+    practitioner's time, after the occupancy change and before the audit entry (the same lock
+    order everywhere: blocks, version row, audit chain).
+    """
+    connection = db.connection()
+    connection.execute(_BUMPS[connection.dialect.name],
+                       {"key": resource_key(ResourceKind.PRACTITIONER, practitioner_id)})
 
 
 def release_occupancy(db: Session, appointment_id: int) -> None:

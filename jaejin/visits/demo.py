@@ -24,7 +24,7 @@ from jaejin.core.config import get_settings
 from jaejin.core.database import utcnow
 from jaejin.demo import DemoContext
 from jaejin.directory.store import Consent, Interpreter, Patient, Practitioner
-from jaejin.scheduling.store import Appointment, claim_occupancy
+from jaejin.scheduling.store import Appointment, bump_calendar, claim_occupancy
 from jaejin.visits import service
 from jaejin.visits.lifecycle import VisitState
 from jaejin.visits.service import Actor
@@ -67,6 +67,7 @@ def _book(db: Session, patient: Patient, practitioner: Practitioner, start: date
             db.add(appointment)
             db.flush()
             claim_occupancy(db, appointment)
+            bump_calendar(db, practitioner.id)
     except IntegrityError:
         log.info("demo: %s's visit at %s overlaps a booking; skipped", patient.mrn, start)
         return None

@@ -26,13 +26,16 @@ PLATFORM_TABLES = re.compile(
 TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|SAVEPOINT|RELEASE|ROLLBACK|COMMIT)\b", re.I)
 
 #: One read of everything the booking decides on; INSERTs of the appointment, its occupancy
-#: blocks and its outbox rows.
-IN_PERSON_BOOKING = 4
+#: blocks and its outbox rows; the upsert of the practitioner's calendar version.
+IN_PERSON_BOOKING = 5
 #: The same, plus the policy engine's reads (consents, the institution's share, history).
 VIDEO_BOOKING = IN_PERSON_BOOKING + 3
 #: The booking's one read, then the busy times the next free slots are found in.
 TAKEN_SLOT = 2
-#: The practitioner with their institution and hours' version; their busy times.
+#: A search answered from the cache: the practitioner where the caller may look, with the
+#: versions of their hours and calendar.
+CACHED_SLOT_SEARCH = 1
+#: A search computed: that statement, then the practitioner's busy times.
 SLOT_SEARCH = 2
 
 

@@ -60,11 +60,16 @@ def serve(
     """Serve the web application and API."""
     import uvicorn
 
+    from jaejin.jobs import start_audit_sealer
+
     settings = get_settings()
     if migrate:
         from jaejin.core.migrate import upgrade
 
         upgrade(settings.database_url)
+    # In this process, beside the server (or its worker processes): audit entries written by
+    # the web application are sealed even where no `jaejin worker` runs (`make demo`).
+    start_audit_sealer(get_engine(settings))
     uvicorn.run("jaejin.asgi:app", host=host, port=port, workers=workers,
                 proxy_headers=True, forwarded_allow_ips=",".join(settings.trusted_proxies))
 
@@ -74,18 +79,22 @@ def worker(
     once: Annotated[bool, typer.Option(help="Deliver what is due, then exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 2.0,
 ) -> None:
-    """Deliver the outbox (e-mail, SMS, reminders) and run scheduled checks."""
+    """Deliver the outbox (e-mail, SMS, reminders), run scheduled checks, seal the audit trail."""
+    from jaejin.core.audit import seal_pending
     from jaejin.core.events import deliver_due
-    from jaejin.jobs import load_handlers, run_scheduled
+    from jaejin.jobs import load_handlers, run_scheduled, start_audit_sealer
 
     logging.basicConfig(level=logging.INFO)
     load_handlers()
     engine = get_engine()
+    if not once:
+        start_audit_sealer(engine)
     while True:
         delivered = deliver_due(engine)
         run_scheduled(engine)
         if once:
-            console.print(f"delivered {delivered}")
+            sealed = seal_pending(engine).sealed
+            console.print(f"delivered {delivered}, sealed {sealed} audit entries")
             return
         time.sleep(interval)
 
@@ -189,11 +198,15 @@ def client_create(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Recompute the hash chain; exit 1 if any entry was edited or deleted."""
-    from jaejin.core.audit import verify_chain
+    """Seal what is waiting, then recompute every hash chain; exit 1 if any entry was edited or
+    deleted, or entries waited too long to be sealed (the sealer is not running)."""
+    from jaejin.core.audit import seal_and_verify
 
-    with session_scope() as db:
-        report = verify_chain(db)
+    report = seal_and_verify(get_engine())
+    waiting = report.unsealed
+    if waiting.entries:
+        typer.echo(f"{waiting.entries} entries were waiting to be sealed (oldest written "
+                   f"{waiting.oldest_at:%Y-%m-%d %H:%M:%S} UTC); sealed now")
     if report.intact:
         typer.echo(f"audit chain intact: {report.entries_checked} entries verified in "
                    f"{report.chains_checked} chains")

@@ -1,12 +1,15 @@
-"""Background work run by `jaejin worker`: outbox handlers and scheduled checks.
+"""Background work run by `jaejin worker`: outbox handlers, scheduled checks, the audit sealer.
 
 Capabilities list their handler registration and periodic jobs here, so one worker runs them all.
+The audit sealer has a thread of its own (`jaejin serve` starts one too): its interval bounds how
+long a new audit entry stays unsealed, independent of the outbox poll.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Callable
 
 from sqlalchemy import Engine
@@ -46,3 +49,31 @@ def run_scheduled(engine: Engine) -> None:
             job(engine)
         except Exception:
             log.exception("scheduled job %s failed", module_name)
+
+
+def _seal_every(engine: Engine, seconds: float, stop: threading.Event) -> None:
+    from jaejin.core.audit import seal_pending
+
+    while True:
+        try:
+            report = seal_pending(engine)
+            if report.sealed:
+                log.debug("audit sealer: %s", report)
+        except Exception:
+            # Entries stay safely unsealed; the next round seals them (verification reports
+            # any left too long).
+            log.exception("audit sealing failed")
+        if stop.wait(seconds):
+            return
+
+
+def start_audit_sealer(engine: Engine, seconds: float | None = None) -> threading.Event:
+    """Seal the audit trail every `seconds` (JAEJIN_AUDIT_SEAL_SECONDS) in a daemon thread, until
+    the returned event is set. Several sealers (workers, servers) take turns safely."""
+    from jaejin.core.config import get_settings
+
+    stop = threading.Event()
+    interval = seconds if seconds is not None else get_settings().audit_seal_seconds
+    threading.Thread(target=_seal_every, args=(engine, interval, stop), name="audit-sealer",
+                     daemon=True).start()
+    return stop

@@ -1,38 +1,47 @@
-"""Append-only audit trail of every access to health data, chained by hashes.
+"""Append-only audit trail of every access to health data, sealed into a hash chain.
 
-Each entry stores the hash of the entry before it in its chain and a hash of its own content, so
-editing or deleting any entry breaks its chain. There are several chains, each with a head row
-(`audit_chain_head`) holding the chain's newest sequence and hash: a writer locks one head until
-its transaction ends, so writers in different chains do not wait for each other (one head row
-locked until commit had serialised every audited write on PostgreSQL). The heads also reveal a
-deleted tail.
+Writing an entry and chaining it are two steps, as the sequencer and the integrator of a
+transparency log (Trillian) are:
 
-On PostgreSQL a writer takes the lowest-numbered head nobody holds (`FOR UPDATE SKIP LOCKED`):
-one writer at a time stays in chain 1, concurrent writers spread over chains 2, 3, ... The
-`JAEJIN_AUDIT_CHAINS` heads (16 by default) are created together the first time no head is
-free, numbered without gaps so that a chain deleted whole is noticed; when every chain is held,
-a writer waits for one. A transaction keeps the head it took for all its entries (taking a
-second one could deadlock). SQLite has one writer at a time anyway (BEGIN IMMEDIATE), and one
-chain.
+* `record` is ONE INSERT in the caller's transaction, so the entry commits or rolls back with
+  the change it describes. It reads nothing and locks nothing: the entry is *unsealed* (no
+  chain, sequence or hash yet). Chaining at write time cost every audited write a locked read
+  and an update of a chain head, held until commit (3 statements instead of 1).
+* `seal` (the sealer) takes the committed unsealed entries in the order it finds them (by id),
+  gives each the next sequence number of the chain and a hash over its content and the hash
+  before it, and advances the chain's head: in batches, one UPDATE per batch, in one
+  transaction under a lock (PostgreSQL: an advisory lock; SQLite has one writer anyway), so
+  sealers take turns and a sequence is never given twice. The chain's order is the sealing
+  order, not the id order: an entry whose transaction committed late is sealed late.
 
-Entries are ordered globally by (occurred_at, id); `chain` and `sequence` place them in their
-chain.
+The sealer runs in `jaejin worker` and `jaejin serve` every `JAEJIN_AUDIT_SEAL_SECONDS`
+(default 1); `jaejin audit verify` and the auditors' page seal before they read. Until it is
+sealed (normally about a second), an entry can be edited or deleted without a trace; once
+sealed, editing or deleting it, or cutting the chain's tail, breaks the chain. Verification
+also reports how many entries wait to be sealed and since when: one waiting longer than
+`JAEJIN_AUDIT_SEAL_OVERDUE_SECONDS` is itself a problem (the sealer is not running).
+
+Chains: before revision 0004 writers chained entries themselves, over up to 16 chains (one on
+SQLite). Those chains are kept as they were and keep verifying; the sealer continues the
+highest-numbered chain that has a head (chain 1 on a new database). Should that head be
+missing (deleted, with the newest entries it vouched for), the sealer opens the next number
+rather than restart a chain, and verification reports the missing head.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
     JSON,
     Connection,
+    Engine,
     ForeignKey,
     Index,
     Row,
@@ -47,13 +56,15 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from jaejin.core.config import get_settings
-from jaejin.core.database import Base, utcnow
+from jaejin.core.database import Base, read_connection, session_factory, utcnow
 
 GENESIS_HASH = "0" * 64
+#: Entries sealed per transaction (one SELECT, one UPDATE, one head update each).
+SEAL_BATCH = 2000
+_UNSEALED_CONDITION = "sequence IS NULL"
 
 
 class AuditEntry(Base):
@@ -62,11 +73,15 @@ class AuditEntry(Base):
         UniqueConstraint("chain", "sequence"),
         Index("ix_audit_log_patient_at", "patient_id", "occurred_at"),
         Index("ix_audit_log_actor_at", "actor_id", "occurred_at"),
+        # The sealer's queue: only the few entries not sealed yet are in it.
+        Index("ix_audit_log_unsealed", "id", postgresql_where=text(_UNSEALED_CONDITION),
+              sqlite_where=text(_UNSEALED_CONDITION)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    chain: Mapped[int] = mapped_column(default=1, server_default="1")
-    sequence: Mapped[int]
+    #: chain, sequence, previous_hash and entry_hash stay NULL until the entry is sealed.
+    chain: Mapped[int | None]
+    sequence: Mapped[int | None]
     occurred_at: Mapped[datetime]
     actor_type: Mapped[str] = mapped_column(String(20))
     actor_id: Mapped[str] = mapped_column(String(80))
@@ -81,12 +96,16 @@ class AuditEntry(Base):
     ip_address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    previous_hash: Mapped[str] = mapped_column(String(64))
-    entry_hash: Mapped[str] = mapped_column(String(64))
+    previous_hash: Mapped[str | None] = mapped_column(String(64))
+    entry_hash: Mapped[str | None] = mapped_column(String(64))
+
+    @property
+    def sealed(self) -> bool:
+        return self.sequence is not None
 
 
 class AuditChainHead(Base):
-    """The newest entry of one chain (`id` is the chain's number)."""
+    """The newest sealed entry of one chain (`id` is the chain's number)."""
 
     __tablename__ = "audit_chain_head"
 
@@ -124,11 +143,9 @@ class AuditEvent:
 
 @dataclass(frozen=True, slots=True)
 class RecordedEntry:
-    """Where `record` put the entry."""
+    """The entry `record` wrote; its place in the chain is given when it is sealed."""
 
-    chain: int
-    sequence: int
-    entry_hash: str
+    id: int
 
 
 # -- hashing ---------------------------------------------------------------------------------
@@ -138,20 +155,21 @@ _HASHED = ("occurred_at", "actor_type", "actor_id", "actor_label", "institution_
            "user_agent", "detail")
 
 
-def _fields(chain: int, sequence: int, values: dict[str, Any]) -> dict[str, Any]:
+def _fields(chain: int, sequence: int, values: Mapping[Any, Any]) -> dict[str, Any]:
     fields = {name: values[name] for name in _HASHED}
     fields["occurred_at"] = values["occurred_at"].isoformat(timespec="microseconds")
     fields["sequence"] = sequence
-    # Chain 1 hashes exactly as the single chain did before there were several, so entries
-    # written then still verify; any other chain's number is part of what is hashed.
+    # Chain 1 hashes exactly as the single chain of revision 0001 did, so entries written then
+    # still verify; any other chain's number is part of what is hashed.
     if chain != 1:
         fields["chain"] = chain
     return fields
 
 
 def _hashed_fields(entry: AuditEntry) -> dict[str, Any]:
-    values = {name: getattr(entry, name) for name in _HASHED}
-    return _fields(entry.chain or 1, entry.sequence, values)
+    if entry.chain is None or entry.sequence is None:
+        raise ValueError(f"audit entry {entry.id} is not sealed yet")
+    return _fields(entry.chain, entry.sequence, {name: getattr(entry, name) for name in _HASHED})
 
 
 def _content_hash(fields: dict[str, Any], previous_hash: str) -> str:
@@ -173,8 +191,8 @@ def _hash_matches(fields: dict[str, Any], previous_hash: str, entry_hash: str) -
 
 
 def _json_detail(detail: dict[str, Any]) -> dict[str, Any]:
-    # What the JSON column gives back (string keys, lists for tuples) is what gets hashed, so
-    # the hash recomputed from the stored row matches.
+    # What the JSON column gives back (string keys, lists for tuples) is what gets stored, so
+    # the entry reads back as it was written.
     loaded: dict[str, Any] = orjson.loads(orjson.dumps(detail, option=orjson.OPT_NON_STR_KEYS))
     return loaded
 
@@ -183,108 +201,11 @@ def _json_detail(detail: dict[str, Any]) -> dict[str, Any]:
 
 _LOG = cast(Table, AuditEntry.__table__)
 _HEAD = cast(Table, AuditChainHead.__table__)
-_HEAD_COLUMNS = (_HEAD.c.id, _HEAD.c.last_sequence, _HEAD.c.last_hash)
-#: The lowest-numbered chain nobody holds (PostgreSQL).
-_TAKE_FREE_HEAD = (select(*_HEAD_COLUMNS).order_by(_HEAD.c.id).limit(1)
-                   .with_for_update(skip_locked=True))
-#: One chain's head, waiting for whoever holds it.
-_TAKE_HEAD = select(*_HEAD_COLUMNS).where(_HEAD.c.id == bindparam("chain")).with_for_update()
-_INSERT_ENTRY = insert(_LOG)
-_ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == bindparam("chain"))
-                 .values(last_sequence=bindparam("new_sequence"),
-                         last_hash=bindparam("new_hash")))
-#: (chain, last_sequence, last_hash) of a locked head.
-_Head = tuple[int, int, str]
-#: The advisory lock openers of new chains take turns on (any fixed number; "audit" in ASCII).
-_OPENERS_LOCK = 0x6175646974
-#: session.info key: (the transaction, the chain it holds).
-_HELD = "jaejin.audit.held_chain"
+_INSERT_ENTRY = insert(_LOG).returning(_LOG.c.id)
 
 
-def configured_chains(connection: Connection) -> int:
-    """How many chains writers may spread over: one on SQLite (one writer at a time)."""
-    if connection.dialect.name != "postgresql":
-        return 1
-    return max(1, get_settings().audit_chains)
-
-
-def _insert_missing_heads(connection: Connection, chains: int) -> bool:
-    """Create heads until `chains` exist; whether any were missing."""
-    existing = list(connection.execute(select(_HEAD.c.id)).scalars())
-    missing = chains - len(existing)
-    if missing <= 0:
-        return False
-    # Numbered after every head and every entry: a chain whose head was deleted is not
-    # restarted (its entries would clash, and verification must still see it broken).
-    highest_entry = connection.execute(select(func.max(_LOG.c.chain))).scalar_one() or 0
-    first = max(max(existing, default=0), highest_entry) + 1
-    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" \
-        else sqlite.insert
-    # Should openers ever race (SQLite: they cannot), one insert wins, the others do nothing.
-    connection.execute(dialect_insert(_HEAD).on_conflict_do_nothing(), [
-        {"id": number, "last_sequence": 0, "last_hash": GENESIS_HASH}
-        for number in range(first, first + missing)])
-    return True
-
-
-def _open_chains(connection: Connection, chains: int) -> bool:
-    """Create the missing heads (the first write, or after the setting grew)."""
-    if connection.dialect.name != "postgresql":
-        # One writer at a time: the heads are created in its own transaction.
-        return _insert_missing_heads(connection, chains)
-    # Committed at once from a connection of their own: heads created in the writer's
-    # transaction would stay invisible to other writers (and make them wait) until it ends.
-    # Openers take turns (a transaction-level advisory lock), so each sees the heads the one
-    # before it committed and inserts only missing numbers: inserting a number that exists
-    # would wait for whichever writer holds that head.
-    with connection.engine.connect() as own:
-        own.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _OPENERS_LOCK})
-        opened = _insert_missing_heads(own, chains)
-        own.commit()
-    return opened
-
-
-def _take_any_head(connection: Connection, chains: int) -> _Head:
-    """No chain is free (or none exists yet): open the missing ones, or wait for one."""
-    while True:
-        _open_chains(connection, chains)
-        if chains > 1:
-            row = connection.execute(_TAKE_FREE_HEAD).first()
-            if row is not None:
-                return row.id, row.last_sequence, row.last_hash
-        numbers = list(connection.execute(select(_HEAD.c.id)).scalars())
-        if not numbers:
-            continue
-        number = random.choice(numbers)  # spreading waiters, not security
-        row = connection.execute(_TAKE_HEAD, {"chain": number}).first()
-        if row is not None:
-            return row.id, row.last_sequence, row.last_hash
-
-
-def _take_head(session: Session, connection: Connection) -> _Head:
-    transaction = session.get_transaction()
-    held = session.info.get(_HELD)
-    if held is not None and held[0] is transaction:
-        row = connection.execute(_TAKE_HEAD, {"chain": held[1]}).first()
-        if row is not None:
-            return row.id, row.last_sequence, row.last_hash
-    chains = configured_chains(connection)
-    if chains == 1:
-        row = connection.execute(_TAKE_HEAD, {"chain": 1}).first()
-    else:
-        row = connection.execute(_TAKE_FREE_HEAD).first()
-    head = (row.id, row.last_sequence, row.last_hash) if row is not None \
-        else _take_any_head(connection, chains)
-    session.info[_HELD] = (transaction, head[0])
-    return head
-
-
-def record(session: Session, actor: AuditActor, event: AuditEvent) -> RecordedEntry:
-    """Append one entry in the caller's transaction: it commits or rolls back with the change."""
-    connection = session.connection()
-    chain, last_sequence, last_hash = _take_head(session, connection)
-    sequence = last_sequence + 1
-    values: dict[str, Any] = {
+def _values(actor: AuditActor, event: AuditEvent) -> dict[str, Any]:
+    return {
         # Microseconds survive both databases; anything finer would change the hash on reload.
         "occurred_at": utcnow(),
         "actor_type": actor.actor_type,
@@ -301,12 +222,141 @@ def record(session: Session, actor: AuditActor, event: AuditEvent) -> RecordedEn
         "user_agent": (actor.user_agent or "")[:300] or None,
         "detail": _json_detail(event.detail),
     }
-    entry_hash = _content_hash(_fields(chain, sequence, values), last_hash)
-    connection.execute(_INSERT_ENTRY, {**values, "chain": chain, "sequence": sequence,
-                                       "previous_hash": last_hash, "entry_hash": entry_hash})
+
+
+def record(session: Session, actor: AuditActor, event: AuditEvent) -> RecordedEntry:
+    """Write one unsealed entry in the caller's transaction (one INSERT): it commits or rolls
+    back with the change; the sealer chains it after commit."""
+    entry_id = session.connection().execute(_INSERT_ENTRY, _values(actor, event)).scalar_one()
+    return RecordedEntry(entry_id)
+
+
+def record_many(session: Session, actor: AuditActor,
+                events: Iterable[AuditEvent]) -> list[RecordedEntry]:
+    """Write several entries of one actor in one multi-row INSERT, in the order given."""
+    rows = [_values(actor, event) for event in events]
+    if not rows:
+        return []
+    # One statement with every row in its VALUES (an executemany would be one per row on
+    # SQLite); ids are drawn in the order of the rows, the order RETURNING lists is not
+    # promised.
+    ids = session.connection().execute(insert(_LOG).values(rows).returning(_LOG.c.id)).scalars()
+    return [RecordedEntry(entry_id) for entry_id in sorted(ids)]
+
+
+# -- sealing ---------------------------------------------------------------------------------
+
+#: The transaction-level advisory lock sealers take turns on (any fixed number; "audit").
+_SEALER_LOCK = 0x6175646974
+_UNSEALED = _LOG.c.sequence.is_(None)
+_UNSEALED_ENTRIES = (select(_LOG.c.id, *(_LOG.c[name] for name in _HASHED))
+                     .where(_UNSEALED).order_by(_LOG.c.id).limit(bindparam("limit")))
+_ANY_UNSEALED = select(_LOG.c.id).where(_UNSEALED).limit(1)
+_NEWEST_HEAD = (select(_HEAD.c.id, _HEAD.c.last_sequence, _HEAD.c.last_hash)
+                .order_by(_HEAD.c.id.desc()).limit(1).with_for_update())
+_ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == bindparam("chain"))
+                 .values(last_sequence=bindparam("new_sequence"),
+                         last_hash=bindparam("new_hash")))
+#: One UPDATE seals a whole batch: the new values joined in by id.
+_SEAL_POSTGRESQL = text(
+    "UPDATE audit_log SET chain = :chain, sequence = v.sequence, "
+    "previous_hash = v.previous_hash, entry_hash = v.entry_hash "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:sequences AS integer[]), "
+    "CAST(:previous AS varchar[]), CAST(:hashes AS varchar[])) "
+    "AS v(id, sequence, previous_hash, entry_hash) "
+    "WHERE audit_log.id = v.id AND audit_log.sequence IS NULL")
+_SEAL_SQLITE = text(
+    "UPDATE audit_log SET chain = :chain, sequence = json_extract(v.value, '$[1]'), "
+    "previous_hash = json_extract(v.value, '$[2]'), entry_hash = json_extract(v.value, '$[3]') "
+    "FROM json_each(:rows) AS v "
+    "WHERE audit_log.id = json_extract(v.value, '$[0]') AND audit_log.sequence IS NULL")
+
+
+@dataclass(frozen=True, slots=True)
+class SealReport:
+    sealed: int = 0
+    chain: int | None = None
+    #: When the oldest entry sealed was written.
+    oldest_sealed_at: datetime | None = None
+
+    def __add__(self, other: SealReport) -> SealReport:
+        oldest = [at for at in (self.oldest_sealed_at, other.oldest_sealed_at) if at is not None]
+        return SealReport(self.sealed + other.sealed, other.chain or self.chain,
+                          min(oldest, default=None))
+
+
+def _sealing_head(connection: Connection) -> tuple[int, int, str]:
+    """(chain, last_sequence, last_hash) of the chain the sealer continues, locked."""
+    head = connection.execute(_NEWEST_HEAD).first()
+    newest_chain = connection.execute(select(func.max(_LOG.c.chain))).scalar_one() or 0
+    if head is not None and head.id >= newest_chain:
+        return head.id, head.last_sequence, head.last_hash
+    # No chain yet, or the newest chain's head is gone: a new chain, never a restarted one
+    # (restarting would hide the deleted entries, and its sequences would clash).
+    number = max(head.id if head is not None else 0, newest_chain) + 1
+    connection.execute(insert(_HEAD), {"id": number, "last_sequence": 0,
+                                       "last_hash": GENESIS_HASH})
+    return number, 0, GENESIS_HASH
+
+
+def _write_seals(connection: Connection, chain: int, ids: Sequence[int],
+                 sequences: Sequence[int], previous: Sequence[str],
+                 hashes: Sequence[str]) -> int:
+    if connection.dialect.name == "postgresql":
+        result = connection.execute(_SEAL_POSTGRESQL, {
+            "chain": chain, "ids": list(ids), "sequences": list(sequences),
+            "previous": list(previous), "hashes": list(hashes)})
+    else:
+        rows = orjson.dumps(list(zip(ids, sequences, previous, hashes, strict=True))).decode()
+        result = connection.execute(_SEAL_SQLITE, {"chain": chain, "rows": rows})
+    return result.rowcount
+
+
+def seal(session: Session, limit: int = SEAL_BATCH) -> SealReport:
+    """Seal up to `limit` unsealed entries in the session's transaction (the caller commits;
+    the head update and the entries' seals commit together)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # Held until the transaction ends: the next sealer reads the head this one wrote.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEALER_LOCK})
+    rows = connection.execute(_UNSEALED_ENTRIES, {"limit": limit}).all()
+    if not rows:
+        return SealReport()
+    chain, sequence, previous_hash = _sealing_head(connection)
+    ids: list[int] = []
+    sequences: list[int] = []
+    previous: list[str] = []
+    hashes: list[str] = []
+    for row in rows:
+        sequence += 1
+        entry_hash = _content_hash(_fields(chain, sequence, row._mapping), previous_hash)
+        ids.append(row.id)
+        sequences.append(sequence)
+        previous.append(previous_hash)
+        hashes.append(entry_hash)
+        previous_hash = entry_hash
+    written = _write_seals(connection, chain, ids, sequences, previous, hashes)
+    if written != len(rows):
+        # Only if something other than a sealer changed the entries meanwhile: seal nothing.
+        raise RuntimeError(f"sealed {written} of {len(rows)} audit entries; rolled back")
     connection.execute(_ADVANCE_HEAD, {"chain": chain, "new_sequence": sequence,
-                                       "new_hash": entry_hash})
-    return RecordedEntry(chain, sequence, entry_hash)
+                                       "new_hash": previous_hash})
+    return SealReport(len(rows), chain, min(row.occurred_at for row in rows))
+
+
+def seal_pending(engine: Engine, batch: int = SEAL_BATCH) -> SealReport:
+    """Seal every entry committed so far, a batch per transaction; nothing waits when nothing
+    is unsealed (one indexed read outside any transaction)."""
+    with read_connection(engine) as connection:
+        if connection.execute(_ANY_UNSEALED).first() is None:
+            return SealReport()
+    total = SealReport()
+    while True:
+        with session_factory(engine)() as session, session.begin():
+            report = seal(session, batch)
+        total += report
+        if report.sealed < batch:
+            return total
 
 
 # -- verifying -------------------------------------------------------------------------------
@@ -329,28 +379,49 @@ class ChainProblem:
         return ", ".join(parts) or "audit trail"
 
 
+@dataclass(frozen=True, slots=True)
+class UnsealedBacklog:
+    """Entries waiting for the sealer."""
+
+    entries: int = 0
+    oldest_at: datetime | None = None
+
+    def waited(self, now: datetime) -> timedelta:
+        return now - self.oldest_at if self.oldest_at is not None else timedelta(0)
+
+
 @dataclass(slots=True)
 class VerificationReport:
     entries_checked: int = 0
     chains_checked: int = 0
     problems: list[ChainProblem] = field(default_factory=list)
+    #: What was waiting to be sealed when verification began (before `seal_and_verify` sealed).
+    unsealed: UnsealedBacklog = field(default_factory=UnsealedBacklog)
 
     @property
     def intact(self) -> bool:
         return not self.problems
 
 
+def unsealed_backlog(connection: Connection | Session) -> UnsealedBacklog:
+    entries, oldest = connection.execute(
+        select(func.count(), func.min(_LOG.c.occurred_at)).where(_UNSEALED)).one()
+    return UnsealedBacklog(entries, oldest)
+
+
 _VERIFIED_COLUMNS = (_LOG.c.chain, _LOG.c.sequence, _LOG.c.previous_hash, _LOG.c.entry_hash,
                      *(_LOG.c[name] for name in _HASHED))
+_HEAD_COLUMNS = (_HEAD.c.id, _HEAD.c.last_sequence, _HEAD.c.last_hash)
 
 
 def _entries_in_order(session: Session, batch: int = 5000) -> Iterator[Row[Any]]:
-    """Every entry, chain by chain, in sequence order (keyset pages, nothing kept)."""
+    """Every sealed entry, chain by chain, in sequence order (keyset pages, nothing kept)."""
     after = (0, 0)
     while True:
         rows = session.execute(
             select(*_VERIFIED_COLUMNS)
-            .where(tuple_(_LOG.c.chain, _LOG.c.sequence) > tuple_(*after))
+            .where(_LOG.c.sequence.is_not(None),
+                   tuple_(_LOG.c.chain, _LOG.c.sequence) > tuple_(*after))
             .order_by(_LOG.c.chain, _LOG.c.sequence).limit(batch)
         ).all()
         if not rows:
@@ -366,10 +437,12 @@ class _ChainState:
     entries: int = 0
 
 
-def verify_chain(session: Session) -> VerificationReport:
+def verify_chain(session: Session, *, now: datetime | None = None,
+                 backlog: UnsealedBacklog | None = None) -> VerificationReport:
     """Recompute every hash of every chain; report edits, deletions (gaps, a cut tail, a missing
-    head or a missing chain) and broken links, each naming its chain."""
-    report = VerificationReport()
+    head or a missing chain) and broken links, each naming its chain; and entries that have
+    waited too long to be sealed (`backlog`, measured now if not given)."""
+    report = VerificationReport(unsealed=backlog or unsealed_backlog(session))
     chains: dict[int, _ChainState] = {}
     for row in _entries_in_order(session):
         state = chains.setdefault(row.chain, _ChainState())
@@ -412,5 +485,20 @@ def verify_chain(session: Session) -> VerificationReport:
             report.problems.append(ChainProblem(
                 None, "the whole chain is missing (its head and every entry deleted)", number))
     report.chains_checked = len(known)
+    overdue = timedelta(seconds=get_settings().audit_seal_overdue_seconds)
+    waited = report.unsealed.waited(now or utcnow())
+    if waited > overdue:
+        report.problems.append(ChainProblem(
+            None, f"{report.unsealed.entries} entries were not sealed, the oldest for "
+            f"{waited.total_seconds():,.0f} s (more than {overdue.total_seconds():g} s): "
+            "the sealer is not running"))
     return report
 
+
+def seal_and_verify(engine: Engine, *, now: datetime | None = None) -> VerificationReport:
+    """What an operator's check does: note the backlog, seal it, verify every chain."""
+    with read_connection(engine) as connection:
+        backlog = unsealed_backlog(connection)
+    seal_pending(engine)
+    with session_factory(engine)() as session:
+        return verify_chain(session, now=now, backlog=backlog)

@@ -60,8 +60,12 @@ class Settings(BaseSettings):
     #: How long a process trusts a system client's verified bearer token without looking the
     #: client up again (0: look up on every call); deactivation takes effect within this time.
     api_client_cache_seconds: float = Field(default=5, ge=0, le=300)
-    #: Audit hash chains concurrent writers spread over on PostgreSQL (SQLite keeps one).
-    audit_chains: int = Field(default=16, ge=1, le=256)
+    #: How often the audit sealer (in `jaejin worker` and `jaejin serve`) chains the entries
+    #: written since it last ran: the window in which a new entry is not yet tamper-evident.
+    audit_seal_seconds: float = Field(default=1, gt=0, le=300)
+    #: An entry left unsealed longer than this is reported by `jaejin audit verify` (the sealer
+    #: is not running).
+    audit_seal_overdue_seconds: float = Field(default=300, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import func, select
 
 from jaejin.core.accounts import Role
-from jaejin.core.audit import AuditEntry, AuditEvent
+from jaejin.core.audit import AuditEntry, AuditEvent, seal
 from jaejin.core.authn import DbSession, Principal, audit, requires
 from jaejin.core.errors import validation_problem
 from jaejin.core.i18n import N_
@@ -64,6 +64,9 @@ def audit_log(request: Request, principal: Auditor, db: DbSession,
     patient_id, actor, action = filters.patient_id, filters.actor, filters.action
     start, end, page = filters.start, filters.end, filters.page
     scope = principal.institutions_where(Role.AUDITOR, Role.INSTITUTION_ADMIN)
+    # What is waiting is sealed first (in this transaction, committed before the page is
+    # shown), so the entries listed are already tamper-evident.
+    seal(db)
     query = select(AuditEntry).where(AuditEntry.institution_id.in_(scope))
     if patient_id:
         query = query.where(AuditEntry.patient_id == patient_id)
@@ -78,7 +81,7 @@ def audit_log(request: Request, principal: Auditor, db: DbSession,
         query = query.where(
             AuditEntry.occurred_at < datetime.combine(end + timedelta(days=1), time(), UTC))
     total = db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    # Newest first across every chain (chain and sequence say where each is in its chain).
+    # Newest first (chain and sequence say where each is in its chain).
     entries = list(db.execute(query.order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc())
                               .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).scalars())
     # Recorded under each institution searched, so its other auditors see who looked.

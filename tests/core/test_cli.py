@@ -13,7 +13,7 @@ from typer.testing import CliRunner, Result
 from jaejin.cli import app as cli_app
 from jaejin.core import database
 from jaejin.core.accounts import ApiClient, Role, User
-from jaejin.core.audit import AuditEntry, verify_chain
+from jaejin.core.audit import AuditEntry, seal_pending, verify_chain
 from jaejin.core.config import (
     DEVELOPMENT_SECRET_KEY,
     InsecureConfiguration,
@@ -22,7 +22,7 @@ from jaejin.core.config import (
 )
 from jaejin.core.security import verify_password
 from jaejin.directory.store import Institution, Patient
-from tests.core.helpers import count_rows, fresh
+from tests.core.helpers import audit_entries, count_rows, fresh
 from tests.support import PASSWORD, Person, bearer, client_token, sign_in
 
 Jaejin = Callable[..., Result]
@@ -187,9 +187,21 @@ def trail(client, actors) -> list[int]:
     token = client_token(client, actors.clients["a"])
     for _ in range(3):
         client.get(f"/api/v1/patients/{actors.patients['a'].id}", headers=bearer(token))
+    seal_pending(client.app.state.engine)  # as the worker does within a second
     sequences = _sequences(client.app.state.engine)
     assert len(sequences) >= 6
     return sequences
+
+
+def test_audit_verify_seals_the_entries_waiting_first(jaejin, client, actors):
+    token = client_token(client, actors.clients["a"])
+    client.get(f"/api/v1/patients/{actors.patients['a'].id}", headers=bearer(token))
+    waiting = len(audit_entries(client.app.state.engine))
+    result = jaejin("audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert f"{waiting} entries were waiting to be sealed" in result.output
+    assert f"audit chain intact: {waiting} entries verified in 1 chains" in result.output
+    assert all(entry.sealed for entry in audit_entries(client.app.state.engine))
 
 
 def test_audit_verify_passes_an_intact_chain(jaejin, trail):

@@ -6,7 +6,9 @@
   (each entry on its own), entries being `POST Observation`, optionally with `ifNoneExist`;
   entries may be for several patients, each of whom the caller must be allowed to write for;
 * `GET /fhir/R4/Observation?subject=Patient/1&code=http://loinc.org|8480-6&date=ge2024-05-01`:
-  a searchset Bundle, newest first; `GET /fhir/R4/Observation/{id}`; `GET /fhir/R4/metadata`.
+  a searchset Bundle, newest first; `GET /fhir/R4/Observation/{id}`; `GET /fhir/R4/metadata`;
+* `GET /fhir/R4/Media?subject=Patient/1` and `GET /fhir/R4/Media/{id}`: wound photos (read
+  only; `fhir.media`), authorised and audited as the photo API does (`monitoring.photo_api`).
 
 Every error is an OperationOutcome. A blood-pressure panel is stored as two readings (systolic
 and diastolic) and served back as one 85354-9 Observation whose id is its systolic reading's.
@@ -32,6 +34,7 @@ from jaejin.core.database import utcnow
 from jaejin.core.errors import Problem, not_found, register_problem_renderer, request_language
 from jaejin.core.i18n import N_, translate
 from jaejin.directory.store import Patient
+from jaejin.fhir.media import wound_photo_media
 from jaejin.monitoring.api import (
     Access,
     CallingPrincipal,
@@ -54,6 +57,7 @@ from jaejin.monitoring.parsers import (
     reading_to_observation,
 )
 from jaejin.monitoring.parsers.fhir import LOINC_SYSTEM, subject_patient_id
+from jaejin.monitoring.photo_store import WoundPhotoRow
 from jaejin.monitoring.readings import BLOOD_PRESSURE_PANEL_LOINC, Metric, Reading
 from jaejin.monitoring.store import READING_COLUMNS, ReadingChannel, ReadingRow, reading_from_values
 
@@ -430,7 +434,12 @@ async def process_bundle(request: Request, raw: RawBody, principal: CallingPrinc
 # ------------------------------------------------------------------------------ reading
 
 
-def _readable_patient(db: Session, principal: Principal, reference: str | None) -> Patient:
+_OBSERVATION_SUBJECT_REQUIRED: Final = N_(
+    "Say whose observations to search: subject=Patient/<id>.")
+
+
+def _readable_patient(db: Session, principal: Principal, reference: str | None,
+                      subject_required: str = _OBSERVATION_SUBJECT_REQUIRED) -> Patient:
     """The patient a search is about: `subject`/`patient`, or the caller's own record."""
     if reference is None:
         if principal.user_id is not None:
@@ -439,8 +448,7 @@ def _readable_patient(db: Session, principal: Principal, reference: str | None) 
             ).scalars())
             if len(own) == 1:
                 return own[0]
-        raise Problem(400, "SUBJECT_REQUIRED",
-                      N_("Say whose observations to search: subject=Patient/<id>."))
+        raise Problem(400, "SUBJECT_REQUIRED", subject_required)
     identifier = reference.rstrip("/").rsplit("/", 1)[-1]
     if not identifier.isdigit():
         raise not_found("patient")
@@ -575,6 +583,81 @@ def read_observation(observation_id: str, principal: CallingPrincipal,
     return fhir_response(stored.resource(), headers={"ETag": 'W/"1"'})
 
 
+# -------------------------------------------------------------------------- wound photos
+
+#: A stored resource's id: ASCII digits that fit a 64-bit id (anything else is simply unknown).
+_RESOURCE_ID: Final = re.compile(r"[0-9]{1,18}")
+
+
+def _searchset(request: Request, resource_type: str, resources: Sequence[dict[str, Any]],
+               offset: int, count: int, more: bool) -> dict[str, Any]:
+    links = [{"relation": "self", "url": str(request.url)}]
+    if more:
+        links.append({"relation": "next",
+                      "url": str(request.url.include_query_params(_offset=offset + count))})
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": links,
+        "entry": [
+            {"fullUrl": f"{request.base_url}fhir/R4/{resource_type}/{resource['id']}",
+             "resource": resource, "search": {"mode": "match"}}
+            for resource in resources
+        ],
+    }
+
+
+@router.get("/Media", summary="Search a patient's wound photos as Media (subject)")
+def search_media(
+    request: Request,
+    principal: CallingPrincipal,
+    db: DbSession,
+    subject: str | None = None,
+    patient: str | None = None,
+    count: Annotated[int, Query(alias="_count", ge=0, le=SEARCH_COUNT_MAX)] =
+        SEARCH_COUNT_DEFAULT,
+    offset: Annotated[int, Query(alias="_offset", ge=0, le=1_000_000)] = 0,
+) -> Response:
+    owner = _readable_patient(
+        db, principal, subject or patient,
+        N_("Say whose photos to search: subject=Patient/<id>."))
+    rows = list(db.execute(
+        select(WoundPhotoRow).where(WoundPhotoRow.patient_id == owner.id)
+        .order_by(WoundPhotoRow.taken_at.desc(), WoundPhotoRow.id.desc())
+        .offset(offset).limit(count + 1)
+    ).scalars())
+    found = rows[:count]
+    # As the photo API's list: who looked at which patient's photos, and how many.
+    audit(db, principal, AuditEvent(
+        "search", "wound_photo", None, owner.id, owner.institution_id,
+        detail={"returned": len(found), "via": "fhir"},
+    ))
+    db.commit()
+    base_url = str(request.base_url)
+    return fhir_response(_searchset(
+        request, "Media", [wound_photo_media(row, base_url) for row in found], offset, count,
+        more=len(rows) > count))
+
+
+@router.get("/Media/{media_id}", summary="Read one wound photo as Media")
+def read_media(media_id: str, request: Request, principal: CallingPrincipal,
+               db: DbSession) -> Response:
+    row = db.get(WoundPhotoRow, int(media_id)) if _RESOURCE_ID.fullmatch(media_id) else None
+    if row is None:
+        raise not_found("Media")
+    try:
+        owner = authorised_patient(db, principal, row.patient_id, Access.READ)
+    except Problem as problem:
+        if problem.status == 404:
+            raise not_found("Media") from None
+        raise
+    audit(db, principal, AuditEvent("read", "wound_photo", str(row.id), owner.id,
+                                    owner.institution_id, detail={"view": "fhir"}))
+    db.commit()
+    return fhir_response(wound_photo_media(row, str(request.base_url)),
+                         headers={"ETag": 'W/"1"'})
+
+
 @router.get("/metadata", summary="CapabilityStatement of this FHIR endpoint")
 def capability_statement(request: Request) -> Response:
     language = request_language(request)
@@ -607,6 +690,13 @@ def capability_statement(request: Request) -> Response:
                     {"name": "patient", "type": "reference"},
                     {"name": "code", "type": "token"},
                     {"name": "date", "type": "date"},
+                ],
+            }, {
+                "type": "Media",
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": [
+                    {"name": "subject", "type": "reference"},
+                    {"name": "patient", "type": "reference"},
                 ],
             }],
             "interaction": [{"code": "transaction"}, {"code": "batch"}],

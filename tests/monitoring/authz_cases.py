@@ -404,4 +404,11 @@ CASES += [
     RouteCase("POST", "/monitoring/patients/{patient_id}/wound-photos",
               frozenset({Role.CLINICIAN, Role.COORDINATOR}), call=send_photo,
               path_params=patient_a, own_institution_check=True, markers=photo_markers),
+    # The same photos as FHIR Media (jaejin.fhir.api), under the photo API's rules.
+    RouteCase("GET", "/fhir/R4/Media", READERS,
+              query=lambda world: {"subject": f"Patient/{_wound_photo(world)['patient_id']}"},
+              own_institution_check=True, markers=photo_markers),
+    RouteCase("GET", "/fhir/R4/Media/{media_id}", READERS,
+              path_params=lambda world: {"media_id": _wound_photo(world)["photo_id"]},
+              own_institution_check=True, markers=photo_markers),
 ]

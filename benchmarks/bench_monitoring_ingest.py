@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.bench_monitoring_ingest [--batches 200] [--seconds 8]
         [--rounds 3] [--trend-rows 10000000] [--trend-budget 900] [--workers 2]
     # a quick check that it works: --batches 24 --seconds 2 --rounds 1 --trend-rows 100000
+    # the ingest figures only (no trend query): --trend-rows 0
 
 A throw-away database is created on the server named by JAEJIN_BENCH_POSTGRES_URL (default the
 local one) and dropped at the end. The application runs under uvicorn (`--workers 2`, uvloop,
@@ -528,7 +529,8 @@ def main() -> None:
             token = access_token(server.port, world.credentials)
             measure_singles(world, server, database, token, arguments.seconds, arguments.rounds)
             measure_batches(world, server, database, token, arguments.batches)
-        measure_trend(world, arguments.trend_rows, arguments.trend_budget)
+        if arguments.trend_rows > 0:  # 0: the ingest figures only (a quick run)
+            measure_trend(world, arguments.trend_rows, arguments.trend_budget)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Protocol, TypeVar
@@ -56,20 +58,26 @@ from jaejin.core.database import utcnow
 from jaejin.core.errors import Problem, forbidden, not_found, request_language
 from jaejin.core.i18n import N_, translate
 from jaejin.directory.store import Patient
+from jaejin.monitoring import group_commit
 from jaejin.monitoring.careplans import CarePlan
+from jaejin.monitoring.group_commit import Refused
 from jaejin.monitoring.ingest import (
     IngestPatient,
+    IngestRequest,
     IngestResult,
     ItemResult,
     ItemStatus,
     UploadKind,
     ingest_items,
+    ingest_many,
     issue_nightscout_secret,
     nightscout_secret_for,
     process_upload,
     save_upload_stream,
 )
 from jaejin.monitoring.parsers import (
+    ImportContext,
+    ParsedItem,
     ReadingBatchIn,
     UnreadableInputError,
     parse_batch,
@@ -190,7 +198,10 @@ COMPRESS_FROM_BYTES: Final = 4096
 
 
 def compressed_json_response(request: Request, payload: Any) -> Response:
-    body = orjson.dumps(payload)
+    return compressed_json_body(request, orjson.dumps(payload))
+
+
+def compressed_json_body(request: Request, body: bytes) -> Response:
     if len(body) < COMPRESS_FROM_BYTES or "gzip" not in request.headers.get(
             "accept-encoding", ""):
         return Response(body, media_type=JSON_MEDIA_TYPE)
@@ -372,6 +383,8 @@ async def post_readings(
     patient_id: int, raw: RawBody, principal: WritingPrincipal, db: DbSession, request: Request
 ) -> Response:
     language = principal.language
+    if len(raw) <= GROUP_COMMIT_MAX_BYTES:
+        return await _post_small_batch(patient_id, raw, principal, db, request)
 
     # Reading the JSON and writing the answer happen in the worker thread too: for a batch of
     # 1,000 readings each takes the better part of a millisecond the event loop keeps free.
@@ -391,6 +404,94 @@ async def post_readings(
             request, result_json(patient, result, language, received_at))
 
     return await run_in_threadpool(work)
+
+
+# ------------------------------------------------------------------ small batches, grouped
+
+#: Bodies up to this size (a few dozen readings) are written by the process's group commit
+#: (`group_commit`) together with the other small batches arriving meanwhile; larger ones go
+#: in a transaction of their own, where the per-transaction costs are already shared by their
+#: many readings.
+GROUP_COMMIT_MAX_BYTES: Final = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class SmallBatch:
+    """A small batch waiting for the group commit, read and parsed on the event loop."""
+
+    patient_id: int
+    principal: Principal
+    items: list[ParsedItem]
+    #: The body's problem, answered once the caller proves they may write for the patient
+    #: (whoever may not learns nothing else, as with a large batch).
+    unreadable: Problem | None
+    received_at: datetime
+
+
+#: `_WRITE_CONTEXT` of every patient of a group, in one query.
+_WRITE_CONTEXTS: Final = (
+    select(Patient.id.label("patient_id"), Patient.institution_id, Patient.user_id,
+           Patient.preferred_language, Patient.current_country, Patient.time_zone,
+           CarePlanRow.template, CarePlanRow.overrides)
+    .outerjoin(CarePlanRow, and_(CarePlanRow.patient_id == Patient.id, CarePlanRow.active))
+    .where(Patient.id.in_(bindparam("patient_ids", expanding=True)))
+)
+
+
+def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[bytes | Refused]:
+    """`group_commit.WriteJobs` of the readings route: per batch its JSON answer, or its
+    refusal; the readings of all batches in one insert, an audit entry per batch."""
+    found = {row.patient_id: row for row in db.execute(
+        _WRITE_CONTEXTS, {"patient_ids": sorted({one.patient_id for one in batches})})}
+    outcomes: list[bytes | Refused | None] = []
+    accepted: list[tuple[int, SmallBatch, IngestPatient]] = []
+    requests: list[IngestRequest] = []
+    for batch in batches:
+        try:
+            row = _permitted(batch.principal, found.get(batch.patient_id), Access.WRITE)
+            if batch.unreadable is not None:
+                raise batch.unreadable
+        except Problem as problem:
+            outcomes.append(Refused(problem))
+            continue
+        patient = IngestPatient(row.patient_id, row.institution_id, row.preferred_language,
+                                row.current_country, row.time_zone)
+        accepted.append((len(outcomes), batch, patient))
+        outcomes.append(None)
+        requests.append(IngestRequest(patient, batch.items, ReadingChannel.JSON,
+                                      plan=plan_of(row.template, row.overrides),
+                                      received_at=batch.received_at))
+    results = ingest_many(db, requests) if requests else []
+    for (position, batch, patient), result in zip(accepted, results, strict=True):
+        audit_ingest(db, batch.principal.audit_actor, patient, ReadingChannel.JSON, result)
+        outcomes[position] = orjson.dumps(result_json(
+            patient, result, batch.principal.language, batch.received_at))
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+_GROUP_COMMIT_NAME: Final = "monitoring.readings"
+
+
+async def _post_small_batch(patient_id: int, raw: bytes, principal: Principal, db: Session,
+                            request: Request) -> Response:
+    """A small batch, written by the group commit: answered once its transaction committed."""
+    if db.in_transaction():  # the caller was looked up in this session: end that first
+        await run_in_threadpool(db.rollback)
+    body = parse_json(raw)
+    received_at = utcnow()
+    items: list[ParsedItem] = []
+    problem: Problem | None = None
+    try:
+        items = parse_batch(body, ImportContext(patient_ref=str(patient_id),
+                                                received_at=received_at))
+    except UnreadableInputError as error:
+        problem = unreadable(error)
+    engine = request.app.state.engine
+    committer = group_commit.for_app(request.app.state, _GROUP_COMMIT_NAME, engine,
+                                     write_small_batches)
+    answer = await committer.submit(SmallBatch(patient_id, principal, items, problem,
+                                               received_at))
+    return compressed_json_body(request, answer)
 
 
 def reading_json(row: Any) -> dict[str, Any]:

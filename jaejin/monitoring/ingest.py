@@ -1,7 +1,8 @@
 """Storing parsed readings: one multi-row insert, exact duplicates ignored, critical alerts at once.
 
 Every way in (FHIR, the JSON batch, CSV and Apple Health uploads, Nightscout) ends in
-`ingest_items`, which for one patient and one request:
+`ingest_items`, which for one patient and one request (or `ingest_many` for several requests of
+any patients in one transaction: `group_commit`):
 
 1. turns accepted items into rows, each with a fingerprint (exact duplicates) and, for the first
    reading of an item, the sender's idempotency key;
@@ -64,7 +65,7 @@ from jaejin.monitoring.alerts import (
 )
 from jaejin.monitoring.careplans import CarePlan
 from jaejin.monitoring.cgm import is_cgm_reading
-from jaejin.monitoring.live import readings_accepted
+from jaejin.monitoring.live import AcceptedReadings, readings_accepted_many
 from jaejin.monitoring.parsers import (
     ImportContext,
     ImportProblem,
@@ -301,20 +302,23 @@ _SHARED_COLUMNS: Final = (
 )
 
 
-def _unnest_insert(conflicts: str) -> Any:
+def _unnest_insert(conflicts: str, *, shared: bool = True) -> Any:
     """PostgreSQL: one INSERT ... SELECT FROM unnest(arrays) ... RETURNING id, fingerprint.
 
     Semantically the multi-row VALUES insert, but the statement stays the same few hundred
     bytes whatever the batch size: psycopg parses it once and caches it, and the arrays travel
-    in binary (`_BinaryArray`). What every reading of the request shares is sent once.
+    in binary (`_BinaryArray`). What every reading of the request shares is sent once
+    (`shared`); a group commit's readings of several requests send every column as an array.
     """
+    scalars = _SHARED_COLUMNS if shared else ()
+    arrays = _VARYING_COLUMNS if shared else _SHARED_COLUMNS + _VARYING_COLUMNS
     return text(
         f"INSERT INTO {ReadingRow.__tablename__} "  # noqa: S608 - names and types are constants
-        f"({', '.join(name for name, _ in _SHARED_COLUMNS + _VARYING_COLUMNS)}) "
+        f"({', '.join(name for name, _ in scalars + arrays)}) "
         "SELECT "
-        + ", ".join(f"CAST(:{name} AS {kind})" for name, kind in _SHARED_COLUMNS)
-        + ", incoming.* FROM unnest("
-        + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _VARYING_COLUMNS)
+        + "".join(f"CAST(:{name} AS {kind}), " for name, kind in scalars)
+        + "incoming.* FROM unnest("
+        + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in arrays)
         + f") AS incoming {conflicts}RETURNING id, fingerprint"
     )
 
@@ -326,6 +330,8 @@ _INSERT_SKIPPING_STORED: Final = _unnest_insert("ON CONFLICT DO NOTHING ")
 #: of new readings, the usual case, is cheaper inserted plainly and tried again the careful
 #: way only when it clashes.
 _INSERT_ALL_NEW: Final = _unnest_insert("")
+#: `_INSERT_SKIPPING_STORED` of readings of several patients (a group commit).
+_INSERT_GROUP_SKIPPING_STORED: Final = _unnest_insert("ON CONFLICT DO NOTHING ", shared=False)
 #: From this many readings a request goes in as arrays, trying `_INSERT_ALL_NEW` first (its
 #: savepoint costs two statements, more than the probes of a few rows). Fewer readings go in
 #: as one VALUES list of plain parameters, cheaper to send than a dozen one-element arrays.
@@ -342,24 +348,28 @@ _VALUES_INSERT: Final = {
 }
 
 
-def _insert(
-    db: Session, rows: list[tuple[Reading, bytes, str | None]], patient: IngestPatient,
-    channel: str,
-) -> dict[bytes, int]:
-    """Insert rows (reading, fingerprint, stored key), skipping conflicts; the new rows' ids
-    by fingerprint."""
+#: A reading to insert: (reading, fingerprint, stored key, its patient, its channel).
+_RowToStore = tuple[Reading, bytes, str | None, IngestPatient, str]
+
+
+def _insert(db: Session, rows: list[_RowToStore]) -> dict[bytes, int]:
+    """Insert rows, skipping conflicts; the new rows' ids by fingerprint (a fingerprint
+    includes the patient, so it is unique across the patients of a group commit too)."""
     dialect = db.get_bind().dialect.name
-    if dialect != "postgresql" or len(rows) < _BULK_FROM_ROWS:
+    patient, channel = rows[0][3], rows[0][4]
+    one_request = all(row[3] is patient and row[4] == channel for row in rows)
+    if dialect != "postgresql" or len(rows) == 1 or (
+            one_request and len(rows) < _BULK_FROM_ROWS):
         stored = db.execute(_VALUES_INSERT[dialect], [
-            _row(reading, patient, channel, fingerprint, key)
-            for reading, fingerprint, key in rows
+            _row(reading, owner, owned_channel, fingerprint, key)
+            for reading, fingerprint, key, owner, owned_channel in rows
         ])
         return {bytes(fingerprint): reading_id for reading_id, fingerprint in stored}
     _binary_arrays(db)
     columns: list[_BinaryArray] = [_BinaryArray() for _ in _VARYING_COLUMNS]
     (metrics, loincs, values, units, moments, offsets, devices, arrivals, panels, fingerprints,
      keys, attachments) = columns
-    for reading, fingerprint, key in rows:
+    for reading, fingerprint, key, _patient, _channel in rows:
         effective_at = reading.effective_at
         metrics.append(_METRIC_TEXT[reading.metric])
         loincs.append(reading.loinc)
@@ -374,11 +384,18 @@ def _insert(
         fingerprints.append(fingerprint)
         keys.append(key)
         attachments.append(reading.attachment_ref)
-    parameters: dict[str, Any] = {
-        "patient_id": patient.patient_id, "institution_id": patient.institution_id,
-        "channel": channel,
-    }
-    parameters.update(zip((name for name, _ in _VARYING_COLUMNS), columns, strict=True))
+    parameters: dict[str, Any] = dict(
+        zip((name for name, _ in _VARYING_COLUMNS), columns, strict=True))
+    if not one_request:
+        # A group commit's small requests: one statement of fixed text (psycopg parses a
+        # VALUES list anew for every number of rows), conflicts skipped at once.
+        parameters["patient_id"] = _BinaryArray(row[3].patient_id for row in rows)
+        parameters["institution_id"] = _BinaryArray(row[3].institution_id for row in rows)
+        parameters["channel"] = _BinaryArray(row[4] for row in rows)
+        result = db.execute(_INSERT_GROUP_SKIPPING_STORED, parameters).all()
+        return {bytes(fingerprint): reading_id for reading_id, fingerprint in result}
+    parameters |= {"patient_id": patient.patient_id, "institution_id": patient.institution_id,
+                   "channel": channel}
     try:
         with db.begin_nested():
             result = db.execute(_INSERT_ALL_NEW, parameters).all()
@@ -391,20 +408,25 @@ def _insert(
 
 
 def _store_rows(
-    db: Session, pending: Sequence[_Pending], patient: IngestPatient, channel: str
+    db: Session, requests: Sequence[tuple[IngestPatient, str, Sequence[_Pending]]]
 ) -> None:
-    """Insert every pending item's readings; mark each item created or duplicate."""
-    rows: list[tuple[Reading, bytes, str | None]] = []
-    for entry in pending:
-        key = entry.key
-        for reading, fingerprint in zip(entry.result.readings, entry.fingerprints, strict=True):
-            # The key goes on the item's first reading only: a retried key with different
-            # values then conflicts on that reading, and the item is undone below as a whole.
-            rows.append((reading, fingerprint, key))
-            key = None
+    """Insert every pending item's readings, of every request in one statement; mark each
+    item created or duplicate."""
+    rows: list[_RowToStore] = []
+    for patient, channel, pending in requests:
+        for entry in pending:
+            key = entry.key
+            for reading, fingerprint in zip(entry.result.readings, entry.fingerprints,
+                                            strict=True):
+                # The key goes on the item's first reading only: a retried key with different
+                # values then conflicts on that reading, and the item is undone below as a
+                # whole.
+                rows.append((reading, fingerprint, key, patient, channel))
+                key = None
     if not rows:
         return
-    inserted = _insert(db, rows, patient, channel)
+    inserted = _insert(db, rows)
+    pending = [entry for _patient, _channel, entries in requests for entry in entries]
     partial: list[int] = []
     for entry in pending:
         ids = [inserted.get(fingerprint) for fingerprint in entry.fingerprints]
@@ -771,6 +793,118 @@ def _emergency(patient: IngestPatient, signals: Iterable[AlertSignal]) -> Emerge
 # ---------------------------------------------------------------------------- ingest
 
 
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    """One request's items for one patient, as `ingest_items` takes them."""
+
+    patient: IngestPatient
+    items: Sequence[ParsedItem]
+    channel: str
+    key_prefix: str | None = None
+    plan: CarePlan | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A request's items sorted out before anything is written."""
+
+    request: IngestRequest
+    received_at: datetime
+    results: list[ItemResult]
+    pending: list[_Pending]
+    repeats: list[tuple[_Pending, _Pending]]
+
+
+def _prepare(
+    request: IngestRequest,
+    first_by_fingerprint: dict[bytes, _Pending],
+    first_by_key: dict[tuple[int, str], _Pending],
+) -> _Prepared:
+    """Refusals, skips and repeats of an item sent before in the same write (the same request
+    or another request of the same group commit): what is left to insert is `pending`."""
+    patient_id = request.patient.patient_id
+    prefix = request.key_prefix or request.channel
+    results: list[ItemResult] = []
+    pending: list[_Pending] = []
+    repeats: list[tuple[_Pending, _Pending]] = []
+    for item in request.items:
+        if item.problems:
+            results.append(ItemResult(item.index, ItemStatus.REFUSED, item.key,
+                                      problems=item.problems))
+            continue
+        if item.skipped is not None:
+            results.append(ItemResult(item.index, ItemStatus.SKIPPED, item.key,
+                                      skipped=item.skipped))
+            continue
+        result = ItemResult(item.index, ItemStatus.CREATED, item.key, readings=item.readings)
+        results.append(result)
+        key = stored_key(prefix, item.key) if item.key is not None else None
+        entry = _Pending(result, _fingerprints(item.readings), key)
+        earlier = first_by_key.get((patient_id, key)) if key is not None else None
+        if earlier is None:
+            earlier = next(
+                (first_by_fingerprint[one] for one in entry.fingerprints
+                 if one in first_by_fingerprint),
+                None,
+            )
+        if earlier is not None:
+            # Sent twice in one write: the same answer as a retry of the first.
+            result.status = ItemStatus.DUPLICATE
+            repeats.append((entry, earlier))
+            continue
+        pending.append(entry)
+        for fingerprint in entry.fingerprints:
+            first_by_fingerprint[fingerprint] = entry
+        if key is not None:
+            first_by_key[(patient_id, key)] = entry
+    return _Prepared(request, request.received_at or utcnow(), results, pending, repeats)
+
+
+def ingest_many(db: Session, requests: Sequence[IngestRequest]) -> list[IngestResult]:
+    """`ingest_items` for several requests (any patients) in the caller's one transaction:
+    the readings of all of them in one insert, the missing-data check of all their patients
+    in one query. Results in the order of `requests`; the caller audits and commits."""
+    first_by_fingerprint: dict[bytes, _Pending] = {}
+    first_by_key: dict[tuple[int, str], _Pending] = {}
+    prepared = [_prepare(request, first_by_fingerprint, first_by_key) for request in requests]
+    _store_rows(db, [(one.request.patient, one.request.channel, one.pending)
+                     for one in prepared])
+    outcomes: list[IngestResult] = []
+    accepted: list[AcceptedReadings] = []
+    for one in prepared:
+        patient = one.request.patient
+        duplicates = [entry for entry in one.pending
+                      if entry.result.status is ItemStatus.DUPLICATE]
+        if duplicates:
+            _existing_ids(db, patient, duplicates)
+        for entry, earlier in one.repeats:
+            entry.result.reading_ids = earlier.result.reading_ids
+        created = [
+            (reading_id, reading)
+            for entry in one.pending
+            if entry.result.status is ItemStatus.CREATED
+            for reading_id, reading in zip(
+                entry.result.reading_ids, entry.result.readings, strict=True
+            )
+        ]
+        outcome = IngestResult(one.results, readings_created=len(created))
+        outcomes.append(outcome)
+        if not created:
+            continue
+        signals = evaluate_new_readings(db, patient, created, one.received_at,
+                                        one.request.plan)
+        if signals:
+            outcome.alerts = record_signals(db, patient, signals)
+            outcome.guidance = _guidance(signals)
+            outcome.emergency = _emergency(patient, signals)
+        # A normal reading still ends missing-data alerts and moves the triage list.
+        accepted.append(AcceptedReadings(patient.institution_id, patient.patient_id,
+                                         [reading for _, reading in created], one.received_at))
+    readings_accepted_many(db, accepted)
+    return outcomes
+
+
 def ingest_items(
     db: Session,
     patient: IngestPatient,
@@ -786,68 +920,8 @@ def ingest_items(
     `key_prefix` namespaces the senders' idempotency keys (default: the channel). Items are
     reported in input order. The caller audits and commits.
     """
-    received_at = received_at or utcnow()
-    prefix = key_prefix or channel
-    results: list[ItemResult] = []
-    pending: list[_Pending] = []
-    first_by_fingerprint: dict[bytes, _Pending] = {}
-    first_by_key: dict[str, _Pending] = {}
-    repeats: list[tuple[_Pending, _Pending]] = []
-    for item in items:
-        if item.problems:
-            results.append(ItemResult(item.index, ItemStatus.REFUSED, item.key,
-                                      problems=item.problems))
-            continue
-        if item.skipped is not None:
-            results.append(ItemResult(item.index, ItemStatus.SKIPPED, item.key,
-                                      skipped=item.skipped))
-            continue
-        result = ItemResult(item.index, ItemStatus.CREATED, item.key, readings=item.readings)
-        results.append(result)
-        key = stored_key(prefix, item.key) if item.key is not None else None
-        entry = _Pending(result, _fingerprints(item.readings), key)
-        earlier = first_by_key.get(key) if key is not None else None
-        if earlier is None:
-            earlier = next(
-                (first_by_fingerprint[one] for one in entry.fingerprints
-                 if one in first_by_fingerprint),
-                None,
-            )
-        if earlier is not None:
-            # Sent twice in one request: the same answer as a retry of the first.
-            result.status = ItemStatus.DUPLICATE
-            repeats.append((entry, earlier))
-            continue
-        pending.append(entry)
-        for fingerprint in entry.fingerprints:
-            first_by_fingerprint[fingerprint] = entry
-        if key is not None:
-            first_by_key[key] = entry
-    _store_rows(db, pending, patient, channel)
-    duplicates = [entry for entry in pending if entry.result.status is ItemStatus.DUPLICATE]
-    if duplicates:
-        _existing_ids(db, patient, duplicates)
-    for entry, earlier in repeats:
-        entry.result.reading_ids = earlier.result.reading_ids
-    created = [
-        (reading_id, reading)
-        for entry in pending
-        if entry.result.status is ItemStatus.CREATED
-        for reading_id, reading in zip(
-            entry.result.reading_ids, entry.result.readings, strict=True
-        )
-    ]
-    outcome = IngestResult(results, readings_created=len(created))
-    if created:
-        signals = evaluate_new_readings(db, patient, created, received_at, plan)
-        if signals:
-            outcome.alerts = record_signals(db, patient, signals)
-            outcome.guidance = _guidance(signals)
-            outcome.emergency = _emergency(patient, signals)
-        # A normal reading still ends missing-data alerts and moves the triage list.
-        readings_accepted(db, patient.institution_id, patient.patient_id,
-                          [reading for _, reading in created], received_at)
-    return outcome
+    return ingest_many(db, [IngestRequest(patient, items, channel, key_prefix, plan,
+                                          received_at or utcnow())])[0]
 
 
 # ------------------------------------------------------------------------- nightscout
@@ -1111,9 +1185,10 @@ def save_upload_stream(stream: IO[bytes], directory: Path | None = None) -> tupl
 
 
 __all__ = [
-    "ACUTE_HORIZON", "EmergencyContact", "Guidance", "IngestPatient", "IngestResult",
-    "ItemResult", "ItemStatus", "RaisedAlert", "UploadKind", "active_plan",
-    "evaluate_new_readings", "ingest_items", "issue_nightscout_secret", "nightscout_secret_for",
+    "ACUTE_HORIZON", "EmergencyContact", "Guidance", "IngestPatient", "IngestRequest",
+    "IngestResult", "ItemResult", "ItemStatus", "RaisedAlert", "UploadKind", "active_plan",
+    "evaluate_new_readings", "ingest_items", "ingest_many", "issue_nightscout_secret",
+    "nightscout_secret_for",
     "patient_context", "process_upload", "record_signals", "save_upload_stream", "stored_key",
     "upload_channel",
 ]

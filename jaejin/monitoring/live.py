@@ -21,10 +21,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import event, select, text
+from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.orm import Session
 
 from jaejin.core.audit import AuditActor, AuditEvent, record
@@ -217,13 +218,47 @@ def readings_accepted(db: Session, institution_id: int, patient_id: int,
                       readings: Sequence[Reading], received_at: datetime) -> None:
     """What a stored batch changes beyond its own alerts (see the module's docstring). The
     caller commits."""
-    if not readings:
+    readings_accepted_many(db, [AcceptedReadings(institution_id, patient_id, readings,
+                                                 received_at)])
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedReadings:
+    """Readings one request stored for one patient."""
+
+    institution_id: int
+    patient_id: int
+    readings: Sequence[Reading]
+    received_at: datetime
+
+
+#: `_OPEN_MISSING_DATA` of several patients at once (a group commit's).
+_PATIENTS_WITH_OPEN_MISSING_DATA: Final = text(
+    f"SELECT DISTINCT patient_id FROM {AlertRow.__tablename__} "  # noqa: S608 - constants
+    f"WHERE patient_id IN :patient_ids AND status <> '{AlertStatus.RESOLVED}' "
+    f"AND kind = '{AlertKind.MISSING_DATA.value}'"
+).bindparams(bindparam("patient_ids", expanding=True))
+
+
+def readings_accepted_many(db: Session, accepted: Sequence[AcceptedReadings]) -> None:
+    """`readings_accepted` for several requests in one transaction: one query tells which of
+    their patients have an open missing-data alert at all (nearly always none)."""
+    accepted = [one for one in accepted if one.readings]
+    if not accepted:
         return
-    end_missing_data(db, patient_id, readings, received_at)
-    queue_triage_refresh(db, institution_id, patient_id)
+    if len(accepted) == 1:
+        checked = {accepted[0].patient_id}
+    else:
+        checked = set(db.execute(_PATIENTS_WITH_OPEN_MISSING_DATA, {
+            "patient_ids": sorted({one.patient_id for one in accepted})}).scalars())
+    for one in accepted:
+        if one.patient_id in checked:
+            end_missing_data(db, one.patient_id, one.readings, one.received_at)
+        queue_triage_refresh(db, one.institution_id, one.patient_id)
 
 
 __all__ = [
-    "REFRESH_EVENT", "REFRESH_INTERVAL", "TRIAGE_REFRESHES", "RefreshCoalescer",
-    "end_missing_data", "queue_triage_refresh", "readings_accepted",
+    "REFRESH_EVENT", "REFRESH_INTERVAL", "TRIAGE_REFRESHES", "AcceptedReadings",
+    "RefreshCoalescer", "end_missing_data", "queue_triage_refresh", "readings_accepted",
+    "readings_accepted_many",
 ]

@@ -37,10 +37,12 @@ pytestmark = pytest.mark.xdist_group("durability")
 
 REQUESTS = 120
 READINGS_PER_REQUEST = 5
-#: Every few requests is a large batch: those go in by the bulk path (a plain insert tried
-#: first, the careful one when a retry clashes with what the killed server stored).
+#: Every few requests is a large batch (a body above `api.GROUP_COMMIT_MAX_BYTES`): those go in
+#: a transaction of their own by the bulk path (a plain insert tried first, the careful one when
+#: a retry clashes with what the killed server stored). The small ones are written by the group
+#: commit, several senders' requests in one transaction.
 LARGE_EVERY = 4
-READINGS_PER_LARGE_REQUEST = 40
+READINGS_PER_LARGE_REQUEST = 80
 SENDERS = 3
 KILL_AFTER_ACKNOWLEDGED = 25
 

@@ -1,0 +1,245 @@
+"""The readings route's group commit: small batches arriving together are written in one
+transaction, each still answered as if written alone, and only once its transaction committed.
+
+The batches are handed to `GroupCommit.submit` together in one event loop, as the route does
+when requests arrive while a group is being written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from jaejin.core.accounts import Role
+from jaejin.core.audit import AuditEntry
+from jaejin.core.authn import Principal
+from jaejin.core.errors import Problem
+from jaejin.directory.store import Patient
+from jaejin.monitoring.api import SmallBatch, write_small_batches
+from jaejin.monitoring.group_commit import GroupCommit, Refused
+from jaejin.monitoring.parsers import ImportContext, UnreadableInputError, parse_batch
+from jaejin.monitoring.store import ReadingRow
+from tests.support import make_patient
+
+
+def gateway_of(institution_id: int) -> Principal:
+    """A system client of the institution allowed to write readings."""
+    return Principal("client", 7001, "gateway", "en", "Asia/Seoul",
+                     frozenset({(institution_id, Role.SYSTEM_CLIENT)}),
+                     frozenset({"monitoring.write"}))
+
+
+def heart_rate(key: str, value: float = 72, minutes_ago: float = 5) -> dict[str, Any]:
+    moment = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return {"idempotency_key": key, "metric": "heart_rate", "value": value, "unit": "bpm",
+            "effective_at": moment.isoformat()}
+
+
+def batch(patient: Patient | int, principal: Principal, body: Any) -> SmallBatch:
+    """A batch as the route hands it over: parsed, or with the problem of its body."""
+    patient_id = patient if isinstance(patient, int) else patient.id
+    received_at = datetime.now(UTC)
+    try:
+        items = parse_batch(body, ImportContext(patient_ref=str(patient_id),
+                                                received_at=received_at))
+    except UnreadableInputError as error:
+        return SmallBatch(patient_id, principal, [],
+                          Problem(400, error.code, error.template), received_at)
+    return SmallBatch(patient_id, principal, items, None, received_at)
+
+
+def write_together(committer: GroupCommit[SmallBatch, bytes],
+                   batches: Sequence[SmallBatch]) -> list[Any]:
+    """Every batch submitted in the same turn of the loop; answers (parsed) or exceptions."""
+
+    async def submit_all() -> list[Any]:
+        return await asyncio.gather(*(committer.submit(one) for one in batches),
+                                    return_exceptions=True)
+
+    return [orjson.loads(one) if isinstance(one, bytes) else one
+            for one in asyncio.run(submit_all())]
+
+
+@contextmanager
+def statements_seen(engine: Engine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def note(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+@contextmanager
+def commits_counted(engine: Engine) -> Iterator[list[int]]:
+    commits = [0]
+
+    def note(_connection: Any) -> None:
+        commits[0] += 1
+
+    event.listen(engine, "commit", note)
+    try:
+        yield commits
+    finally:
+        event.remove(engine, "commit", note)
+
+
+def stored_keys(db: Session) -> list[str]:
+    db.rollback()
+    return sorted(db.scalars(select(ReadingRow.idempotency_key)
+                             .where(ReadingRow.idempotency_key.is_not(None))))
+
+
+def audit_entries(db: Session) -> int:
+    db.rollback()
+    return int(db.scalar(select(func.count()).select_from(AuditEntry)
+                         .where(AuditEntry.resource_type == "monitoring_reading")) or 0)
+
+
+@pytest.fixture
+def patients(actors, db: Session) -> list[Patient]:
+    """Six patients of institution A."""
+    more = [make_patient(db, actors.a, f"MRN-GROUP-{index}") for index in range(5)]
+    db.commit()
+    return [actors.patients["a"], *more]
+
+
+def test_batches_for_several_patients_share_one_transaction_and_a_fixed_number_of_statements(
+    engine, actors, db, patients
+):
+    gateway = gateway_of(actors.a.id)
+    committer = GroupCommit(engine, write_small_batches)
+    batches = [batch(patient, gateway, {"readings": [heart_rate(f"hr-{patient.id}")]})
+               for patient in patients]
+    with statements_seen(engine) as statements, commits_counted(engine) as commits:
+        answers = write_together(committer, batches)
+
+    assert [answer["counts"]["created"] for answer in answers] == [1] * len(patients)
+    assert [answer["patient_id"] for answer in answers] == [one.id for one in patients]
+    assert (committer.groups_written, committer.jobs_written) == (1, len(patients))
+    assert commits[0] == 1
+    # Besides the audit log (one entry per request, written by `core.audit.record`): the
+    # patients and plans read, the readings inserted, the missing-data check; whatever the
+    # number of requests in the group (SQLite's BEGIN IMMEDIATE is a statement of its own).
+    own = [one for one in statements
+           if "audit" not in one.lower() and not one.startswith("BEGIN")]
+    assert len(own) == 3, own
+    assert audit_entries(db) == len(patients)
+    assert stored_keys(db) == sorted(f"json:hr-{patient.id}" for patient in patients)
+
+
+def test_a_refused_request_takes_nothing_from_the_others_of_its_group(engine, actors, db):
+    gateway = gateway_of(actors.a.id)
+    committer = GroupCommit(engine, write_small_batches)
+    answers = write_together(committer, [
+        batch(actors.patients["a"], gateway, {"readings": [heart_rate("kept")]}),
+        batch(actors.patients["b"], gateway, {"readings": [heart_rate("elsewhere")]}),
+        batch(actors.patients["a"], gateway, {"not": "a batch"}),
+        batch(actors.patients["a"], gateway, {"readings": [heart_rate("impossible", 900)]}),
+    ])
+
+    assert answers[0]["counts"]["created"] == 1
+    assert isinstance(answers[1], Problem) and answers[1].status == 404
+    assert isinstance(answers[2], Problem) and answers[2].status == 400
+    assert answers[3]["items"][0]["status"] == "refused"
+    assert committer.groups_written == 1
+    assert stored_keys(db) == ["json:kept"]
+    # Refused before anything was written: no audit entry; the refused item's request is
+    # audited, as every request that reached the readings.
+    assert audit_entries(db) == 2
+
+
+def test_when_the_shared_transaction_fails_every_request_is_written_again_alone(
+    engine, actors, db, patients
+):
+    gateway = gateway_of(actors.a.id)
+    poisoned = patients[1].id
+
+    def write_or_fail(session: Session, batches: Sequence[SmallBatch]) -> list[bytes | Refused]:
+        outcomes = write_small_batches(session, batches)
+        if any(one.patient_id == poisoned for one in batches):
+            session.execute(text("SELECT * FROM no_such_table"))  # a real database error
+        return outcomes
+
+    committer = GroupCommit(engine, write_or_fail)
+    answers = write_together(committer, [
+        batch(patient, gateway, {"readings": [heart_rate(f"alone-{patient.id}")]})
+        for patient in patients[:3]
+    ])
+
+    assert answers[0]["counts"]["created"] == 1
+    assert isinstance(answers[1], DBAPIError)
+    assert answers[2]["counts"]["created"] == 1
+    assert (committer.groups_written, committer.jobs_written) == (1, 3)
+    assert stored_keys(db) == sorted([f"json:alone-{patients[0].id}",
+                                      f"json:alone-{patients[2].id}"])
+    assert audit_entries(db) == 2
+
+
+def test_no_request_is_answered_when_its_transaction_does_not_commit(engine, actors, db):
+    gateway = gateway_of(actors.a.id)
+    committer = GroupCommit(engine, write_small_batches)
+
+    def refuse_commit(_session: Session) -> None:
+        raise RuntimeError("the disk is full")
+
+    event.listen(Session, "before_commit", refuse_commit)
+    try:
+        answers = write_together(committer, [
+            batch(actors.patients["a"], gateway, {"readings": [heart_rate("lost-1")]}),
+            batch(actors.patients["a"], gateway, {"readings": [heart_rate("lost-2")]}),
+        ])
+    finally:
+        event.remove(Session, "before_commit", refuse_commit)
+
+    assert all(isinstance(answer, RuntimeError) for answer in answers), answers
+    assert stored_keys(db) == []
+    assert audit_entries(db) == 0
+
+
+def test_the_same_reading_sent_twice_in_one_group_is_stored_once(engine, actors, db):
+    gateway = gateway_of(actors.a.id)
+    committer = GroupCommit(engine, write_small_batches)
+    sent = {"readings": [heart_rate("twice")]}
+    same_values_new_key = {"readings": [{**sent["readings"][0], "idempotency_key": "other"}]}
+    answers = write_together(committer, [
+        batch(actors.patients["a"], gateway, sent),
+        batch(actors.patients["a"], gateway, sent),
+        batch(actors.patients["a"], gateway, same_values_new_key),
+    ])
+
+    assert committer.groups_written == 1
+    first, retry, copy = (answer["items"][0] for answer in answers)
+    assert first["status"] == "created"
+    assert retry["status"] == copy["status"] == "duplicate"
+    assert retry["reading_ids"] == copy["reading_ids"] == first["reading_ids"]
+    assert stored_keys(db) == ["json:twice"]
+
+
+def test_a_critical_reading_in_a_group_raises_its_alert_with_guidance(engine, actors, db,
+                                                                      patients):
+    gateway = gateway_of(actors.a.id)
+    committer = GroupCommit(engine, write_small_batches)
+    crisis = {"readings": [{"idempotency_key": "crisis", "metric": "blood_pressure",
+                            "systolic": 190, "diastolic": 125, "unit": "mmHg",
+                            "effective_at": datetime.now(UTC).isoformat()}]}
+    answers = write_together(committer, [
+        batch(patients[0], gateway, {"readings": [heart_rate("calm")]}),
+        batch(patients[1], gateway, crisis),
+    ])
+
+    assert answers[0]["alerts"] == [] and answers[0]["emergency"] is None
+    assert answers[1]["alerts"][0]["severity"] == "critical"
+    assert answers[1]["guidance"] and answers[1]["emergency"]["medical"] == "119"

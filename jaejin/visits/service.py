@@ -85,6 +85,7 @@ from jaejin.visits.store import (
     VisitAttachment,
     VisitNote,
 )
+from jaejin.visits.summary import PrescribedItem, encounter_summary
 
 log = logging.getLogger(__name__)
 
@@ -839,7 +840,7 @@ def close_visit(db: Session, context: VisitContext, actor: Actor, *, mode: str,
         mode=mode, kind="visit", started_at=started, ended_at=ended,
         conditions=list(note.condition_codes) or (
             [context.visit.condition_code] if context.visit.condition_code else []),
-        summary=_summary(note),
+        summary=_summary(db, context, note),
     )
     db.add(encounter)
     db.flush()
@@ -854,9 +855,17 @@ def close_visit(db: Session, context: VisitContext, actor: Actor, *, mode: str,
     return encounter
 
 
-def _summary(note: VisitNote) -> str:
-    parts = [part.strip() for part in (note.assessment, note.plan) if part.strip()]
-    return "\n".join(parts)[:2000]
+def _summary(db: Session, context: VisitContext, note: VisitNote) -> str:
+    """The encounter's summary: the note's assessment and plan and its prescriptions (those
+    not withdrawn), labelled in the patient's language."""
+    prescribed = [
+        PrescribedItem(ingredient=row.ingredient, days_supply=row.days_supply, atc=row.atc,
+                       strength=row.strength, frequency=row.frequency,
+                       instructions=row.instructions, quantity=row.quantity)
+        for row in store.prescriptions_of(db, context.visit.id)
+    ]
+    return encounter_summary(note.assessment, note.plan, prescribed,
+                             _language_for((context.patient.preferred_language,)))
 
 
 def _complete_appointment(db: Session, context: VisitContext, actor: Actor,

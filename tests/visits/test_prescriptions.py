@@ -403,6 +403,46 @@ def test_a_prescription_withdrawn_from_the_open_note_stays_in_the_record_as_remo
     assert entry.resource_id == str(row.id)
 
 
+def test_the_encounter_summary_lists_the_notes_prescriptions_in_the_patients_language(
+        client: Any, db: Session, cast: Cast) -> None:
+    patient = db.get(Patient, cast.actors.patients["a"].id)
+    assert patient is not None
+    patient.preferred_language = "ja"
+    db.commit()
+    visit = in_call(db, cast)
+    headers = clinician(db, cast)
+    base = f"/api/v1/visits/{visit.id}"
+    assert prescribe(client, visit, headers).status_code == 201
+    withdrawn = prescribe(client, visit, headers, ingredient="cetirizine", atc=None,
+                          strength="10 mg", days_supply=5, quantity=None, instructions="")
+    assert withdrawn.status_code == 201, withdrawn.text
+    assert client.delete(f"{base}/prescriptions/{withdrawn.json()['id']}",
+                         headers=headers).status_code == 204
+    assert client.post(f"{base}/call/end", headers=headers).status_code == 200
+    assert client.put(f"{base}/note", json={"assessment": "Hypertension, controlled.",
+                                            "plan": "Continue.", "condition_codes": ["I10"]},
+                      headers=headers).status_code == 200
+    assert client.post(f"{base}/note/sign", headers=headers).status_code == 200
+
+    closed = client.post(f"{base}/close", json={"mode": "video"}, headers=headers)
+
+    assert closed.status_code == 200, closed.text
+    encounter = db.get(Encounter, closed.json()["encounter_id"])
+    assert encounter is not None
+    assert encounter.summary == (
+        "Hypertension, controlled.\nContinue.\n\n"
+        "処方\n"
+        "- amlodipine (C08CA01): 5 mg tablet · once a day · Take in the morning.; "
+        "日数: 30; 数量: 30")
+    db.commit()
+    # What hospital systems read of the encounter carries it too.
+    integration = client.get("/api/v1/encounters", params={"patient_id": patient.id},
+                             headers=headers)
+    assert integration.status_code == 200, integration.text
+    [listed] = [item for item in integration.json() if item["id"] == encounter.id]
+    assert "amlodipine" in listed["summary"] and "cetirizine" not in listed["summary"]
+
+
 def test_prescribing_is_open_from_the_call_until_the_note_is_signed() -> None:
     open_states = {(state, started) for state in VisitState for started in (False, True)
                    if prescribing_open(state, call_started=started, note_signed=False)}

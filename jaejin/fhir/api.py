@@ -434,6 +434,9 @@ async def process_bundle(request: Request, raw: RawBody, principal: CallingPrinc
 # ------------------------------------------------------------------------------ reading
 
 
+#: A stored resource's id: ASCII digits that fit a 64-bit id (anything else is simply unknown;
+#: `str.isdigit` would pass "²", which `int` refuses).
+_RESOURCE_ID: Final = re.compile(r"[0-9]{1,18}")
 _OBSERVATION_SUBJECT_REQUIRED: Final = N_(
     "Say whose observations to search: subject=Patient/<id>.")
 
@@ -450,7 +453,7 @@ def _readable_patient(db: Session, principal: Principal, reference: str | None,
                 return own[0]
         raise Problem(400, "SUBJECT_REQUIRED", subject_required)
     identifier = reference.rstrip("/").rsplit("/", 1)[-1]
-    if not identifier.isdigit():
+    if not _RESOURCE_ID.fullmatch(identifier):
         raise not_found("patient")
     return authorised_patient(db, principal, int(identifier), Access.READ)
 
@@ -584,9 +587,6 @@ def read_observation(observation_id: str, principal: CallingPrincipal,
 
 
 # -------------------------------------------------------------------------- wound photos
-
-#: A stored resource's id: ASCII digits that fit a 64-bit id (anything else is simply unknown).
-_RESOURCE_ID: Final = re.compile(r"[0-9]{1,18}")
 
 
 def _searchset(request: Request, resource_type: str, resources: Sequence[dict[str, Any]],

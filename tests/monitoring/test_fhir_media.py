@@ -165,6 +165,9 @@ def test_unknown_ids_and_a_search_without_subject_answer_operation_outcomes(clie
     for media_id in ("999999", "x1", "99999999999999999999999", "²"):
         response = client.get(f"/fhir/R4/Media/{media_id}", headers=headers)
         assert response.status_code == 404 and outcome(response), media_id
+    for reference in ("Patient/²", "Patient/99999999999999999999999", "Patient/x"):
+        response = client.get("/fhir/R4/Media", params={"subject": reference}, headers=headers)
+        assert response.status_code == 404 and outcome(response), reference
     missing = client.get("/fhir/R4/Media", params={"lang": "ko"}, headers=headers)
     assert missing.status_code == 400
     issue = outcome(missing)["issue"][0]

@@ -38,7 +38,7 @@ import orjson
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
@@ -54,7 +54,7 @@ from jaejin.core.authn import (
     resolve_principal,
 )
 from jaejin.core.authn import client_address as request_address
-from jaejin.core.database import utcnow
+from jaejin.core.database import get_engine, session_factory, utcnow
 from jaejin.core.errors import Problem, forbidden, not_found, request_language
 from jaejin.core.i18n import N_, translate
 from jaejin.directory.store import Patient
@@ -185,6 +185,12 @@ def writable_patient_and_plan(
     return patient, plan_of(found.template, found.overrides)
 
 
+def engine_of(request: Request) -> Engine:
+    """The application's engine (as `core.authn.get_db` finds it)."""
+    engine: Engine = getattr(request.app.state, "engine", None) or get_engine()
+    return engine
+
+
 def json_response(payload: Any, status_code: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(payload), status_code=status_code, media_type=JSON_MEDIA_TYPE,
@@ -254,30 +260,13 @@ async def _principal_off_the_event_loop(request: Request, db: DbSession) -> Prin
 CallingPrincipal = Annotated[Principal, Depends(_principal_off_the_event_loop)]
 
 
-async def _principal_before_writing(request: Request, db: DbSession) -> Principal:
-    """`CallingPrincipal` for a route whose work follows at once in the same session.
-
-    On PostgreSQL the look-up's transaction goes on into the route's work: ending it and
-    beginning again would cost two round trips of the few a one-reading request makes. SQLite's
-    ends at once, as `CallingPrincipal`'s does (its write lock must not be held across the
-    event loop).
-    """
-
-    if known_principal(request) is not None:
-        return await require_principal(request, db)
-
-    def resolve() -> None:
-        try:
-            resolve_principal(request, db)
-        finally:
-            if db.get_bind().dialect.name != "postgresql":
-                db.rollback()
-
-    await run_in_threadpool(resolve)
-    return await require_principal(request, db)
-
-
-WritingPrincipal = Annotated[Principal, Depends(_principal_before_writing)]
+async def writing_principal(request: Request) -> Principal:
+    """`CallingPrincipal` without dependencies, for the readings route: a known caller (a
+    client token verified a moment ago) costs no database, another is looked up in a worker
+    thread by a short read of its own (no transaction: SQLite's write lock is not taken)."""
+    if known_principal(request) is None:
+        await run_in_threadpool(resolve_principal, request)
+    return await require_principal(request)
 
 
 
@@ -379,27 +368,31 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     openapi_extra={"requestBody": {"required": True, "content": {
         JSON_MEDIA_TYPE: {"schema": inline_schema(ReadingBatchIn)}}}},
 )
-async def post_readings(
-    patient_id: int, raw: RawBody, principal: WritingPrincipal, db: DbSession, request: Request
-) -> Response:
-    language = principal.language
+async def post_readings(patient_id: int, request: Request) -> Response:
+    # No dependencies (each costs the busiest route of all a few dozen microseconds): the body
+    # is read in full first (a slow client holds nothing), then the caller is known.
+    raw = await request.body()
+    principal = await writing_principal(request)
     if len(raw) <= GROUP_COMMIT_MAX_BYTES:
-        return await _post_small_batch(patient_id, raw, principal, db, request)
+        return await _post_small_batch(patient_id, raw, principal, request)
+    language = principal.language
+    engine = engine_of(request)
 
     # Reading the JSON and writing the answer happen in the worker thread too: for a batch of
     # 1,000 readings each takes the better part of a millisecond the event loop keeps free.
     def work() -> Response:
         body = parse_json(raw)
-        patient, plan = writable_patient_and_plan(db, principal, patient_id)
-        received_at = utcnow()
-        try:
-            items = parse_batch(body, patient.context(received_at))
-        except UnreadableInputError as error:
-            raise unreadable(error) from error
-        result = ingest_items(db, patient, items, ReadingChannel.JSON, plan=plan,
-                              received_at=received_at)
-        audit_ingest(db, principal.audit_actor, patient, ReadingChannel.JSON, result)
-        db.commit()
+        with session_factory(engine)() as db:
+            patient, plan = writable_patient_and_plan(db, principal, patient_id)
+            received_at = utcnow()
+            try:
+                items = parse_batch(body, patient.context(received_at))
+            except UnreadableInputError as error:
+                raise unreadable(error) from error
+            result = ingest_items(db, patient, items, ReadingChannel.JSON, plan=plan,
+                                  received_at=received_at)
+            audit_ingest(db, principal.audit_actor, patient, ReadingChannel.JSON, result)
+            db.commit()
         return compressed_json_response(
             request, result_json(patient, result, language, received_at))
 
@@ -472,11 +465,9 @@ def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[byte
 _GROUP_COMMIT_NAME: Final = "monitoring.readings"
 
 
-async def _post_small_batch(patient_id: int, raw: bytes, principal: Principal, db: Session,
+async def _post_small_batch(patient_id: int, raw: bytes, principal: Principal,
                             request: Request) -> Response:
     """A small batch, written by the group commit: answered once its transaction committed."""
-    if db.in_transaction():  # the caller was looked up in this session: end that first
-        await run_in_threadpool(db.rollback)
     body = parse_json(raw)
     received_at = utcnow()
     items: list[ParsedItem] = []
@@ -486,9 +477,8 @@ async def _post_small_batch(patient_id: int, raw: bytes, principal: Principal, d
                                                 received_at=received_at))
     except UnreadableInputError as error:
         problem = unreadable(error)
-    engine = request.app.state.engine
-    committer = group_commit.for_app(request.app.state, _GROUP_COMMIT_NAME, engine,
-                                     write_small_batches)
+    committer = group_commit.for_app(request.app.state, _GROUP_COMMIT_NAME,
+                                     engine_of(request), write_small_batches)
     answer = await committer.submit(SmallBatch(patient_id, principal, items, problem,
                                                received_at))
     return compressed_json_body(request, answer)

@@ -3,6 +3,7 @@ authenticated request measured in the same run.
 
     .venv/bin/python -m benchmarks.bench_scheduling [--seconds 8] [--rounds 3] [--workers 2]
                                                     [--database postgresql sqlite]
+                                                    [--workloads burst bookings search]
 
 For each database a dedicated one is made (on the server named by JAEJIN_BENCH_POSTGRES_URL,
 default postgresql://postgres@127.0.0.1:5432/postgres; a temporary SQLite file) and dropped at
@@ -78,6 +79,7 @@ GOAL_BOOKINGS_PER_SECOND = 500
 GOAL_BOOKING_P99_MS = 50.0
 GOAL_SEARCH_P99_MS = 20.0
 BASELINE_PATH = "/api/v1/policy/packs?in_force_on=2016-01-01"
+WORKLOADS = ("burst", "bookings", "search")
 
 
 # -- database --------------------------------------------------------------------------------
@@ -269,6 +271,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     parser.add_argument("--database", nargs="+", choices=("postgresql", "sqlite"),
                         default=["postgresql", "sqlite"], help="databases to run on, in turn")
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS),
+                        help="what to run beside the baseline (searches alone: no booking "
+                             "changes a calendar between rounds, so nearly every search is "
+                             "answered from the cache)")
     arguments = parser.parse_args()
     harness.install_uvloop()
     for kind in arguments.database:
@@ -292,28 +298,42 @@ def run(url: str, kind: str, arguments: argparse.Namespace) -> None:
         video = booking_supply(world, token, "video", 0)
         in_person = booking_supply(world, token, "in_person", SEARCH_DAYS + 30)
         warm = booking_supply(world, token, "video", SEARCH_DAYS + 200)
-        for supply, expected in ((baseline, 200), (searches, 200), (warm, 201)):
-            load(server.port, supply, 2.0, expected, server.pid)
+        chosen = set(arguments.workloads)
+        for supply, expected, workload in ((baseline, 200, None), (searches, 200, "search"),
+                                           (warm, 201, "bookings")):
+            if workload is None or workload in chosen:
+                load(server.port, supply, 2.0, expected, server.pid)
+        if "burst" in chosen:
+            report_burst(server.port, world, token)
 
-        outcomes, seconds, alternatives = asyncio.run(burst(server.port, world, token))
-        print(f"\n  burst: {BURST_ATTEMPTS} simultaneous attempts on {BURST_SLOTS} slots: "
-              f"{dict(outcomes)}; all answered in {seconds * 1000:.0f} ms; "
-              f"{alternatives} refusals offered next free slots")
-        print(f"      ({harness.load_average()})")
-        print(f"      goal: exactly {BURST_SLOTS} x 201, the rest 409, within "
-              f"{GOAL_BURST_SECONDS * 1000:.0f} ms: "
-              f"{'met' if outcomes['201'] == BURST_SLOTS and seconds <= GOAL_BURST_SECONDS and outcomes['409 SLOT_TAKEN'] == BURST_ATTEMPTS - BURST_SLOTS else 'NOT met'}")  # noqa: E501
-
-        measured: dict[str, list[Round]] = {
-            "baseline": [], "bookings (video)": [], "bookings (in person)": [],
-            "slot search (60 days)": []}
+        measured: dict[str, list[Round]] = {"baseline": []}
+        workloads: list[tuple[str, Requests, int]] = [("baseline", baseline, 200)]
+        if "bookings" in chosen:
+            workloads += [("bookings (video)", video, 201),
+                          ("bookings (in person)", in_person, 201)]
+        if "search" in chosen:
+            workloads.append(("slot search (60 days)", searches, 200))
+        for label, _supply, _expected in workloads:
+            measured[label] = []
         for _ in range(arguments.rounds):
-            for label, supply, expected in (
-                    ("baseline", baseline, 200), ("bookings (video)", video, 201),
-                    ("bookings (in person)", in_person, 201),
-                    ("slot search (60 days)", searches, 200)):
+            for label, supply, expected in workloads:
                 measured[label].append(load(server.port, supply, arguments.seconds,
                                             expected, server.pid))
+    report(kind, measured)
+
+
+def report_burst(port: int, world: World, token: str) -> None:
+    outcomes, seconds, alternatives = asyncio.run(burst(port, world, token))
+    print(f"\n  burst: {BURST_ATTEMPTS} simultaneous attempts on {BURST_SLOTS} slots: "
+          f"{dict(outcomes)}; all answered in {seconds * 1000:.0f} ms; "
+          f"{alternatives} refusals offered next free slots")
+    print(f"      ({harness.load_average()})")
+    print(f"      goal: exactly {BURST_SLOTS} x 201, the rest 409, within "
+          f"{GOAL_BURST_SECONDS * 1000:.0f} ms: "
+          f"{'met' if outcomes['201'] == BURST_SLOTS and seconds <= GOAL_BURST_SECONDS and outcomes['409 SLOT_TAKEN'] == BURST_ATTEMPTS - BURST_SLOTS else 'NOT met'}")  # noqa: E501
+
+
+def report(kind: str, measured: dict[str, list[Round]]) -> None:
     goals = {
         "baseline": f"(GET {BASELINE_PATH})",
         "bookings (video)": f">= {GOAL_BOOKINGS_PER_SECOND} bookings/s, p99 < "
@@ -326,7 +346,7 @@ def run(url: str, kind: str, arguments: argparse.Namespace) -> None:
     for label, rounds in measured.items():
         print(_summary(label, rounds, goals[label]))
     base_rate = statistics.median(round_.rate for round_ in measured["baseline"])
-    for label in ("bookings (video)", "bookings (in person)", "slot search (60 days)"):
+    for label in [label for label in measured if label != "baseline"]:
         rate = statistics.median(round_.rate for round_ in measured[label])
         print(f"    {label}: {rate / base_rate:.2f} x the baseline's rate")
 

@@ -68,6 +68,9 @@ FHIR_PREFIX: Final = "/fhir/"
 SEARCH_COUNT_DEFAULT: Final = 100
 SEARCH_COUNT_MAX: Final = 1000
 KEY_PREFIX: Final = "fhir"
+#: A stored resource's id: ASCII digits that fit a 64-bit id (anything else is simply unknown;
+#: `str.isdigit` would pass "²", which `int` refuses; 19+ digits overflow the database's integer).
+_RESOURCE_ID: Final = re.compile(r"[0-9]{1,18}")
 
 #: FHIR IssueType for an HTTP status of a refused request.
 _ISSUE_TYPE_BY_STATUS: Final = {
@@ -233,7 +236,7 @@ def _writable_patient(db: Session, principal: Principal, subject: str | None) ->
     """The subject's patient, if the caller may write for them; None for a missing subject."""
     if subject is None:
         return None
-    if not subject.isdigit():
+    if not _RESOURCE_ID.fullmatch(subject):
         raise not_found("patient")
     return authorised_patient(db, principal, int(subject), Access.WRITE)
 
@@ -434,9 +437,6 @@ async def process_bundle(request: Request, raw: RawBody, principal: CallingPrinc
 # ------------------------------------------------------------------------------ reading
 
 
-#: A stored resource's id: ASCII digits that fit a 64-bit id (anything else is simply unknown;
-#: `str.isdigit` would pass "²", which `int` refuses).
-_RESOURCE_ID: Final = re.compile(r"[0-9]{1,18}")
 _OBSERVATION_SUBJECT_REQUIRED: Final = N_(
     "Say whose observations to search: subject=Patient/<id>.")
 
@@ -568,7 +568,7 @@ def search_observations(
 @router.get("/Observation/{observation_id}", summary="Read one Observation")
 def read_observation(observation_id: str, principal: CallingPrincipal,
                      db: DbSession) -> Response:
-    if not observation_id.isdigit():
+    if not _RESOURCE_ID.fullmatch(observation_id):
         raise not_found("Observation")
     stored = _load(db, [int(observation_id)]).get(int(observation_id))
     if stored is None:

@@ -30,18 +30,18 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditEvent
 from jaejin.core.authn import AppSettings, DbSession, Principal, audit, requires
-from jaejin.core.database import utcnow
+from jaejin.core.database import get_engine, read_connection, session_factory, utcnow
 from jaejin.core.errors import Problem, not_found
 from jaejin.core.i18n import N_
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
-from jaejin.scheduling import notifications, service, wire
+from jaejin.scheduling import notifications, search, service, wire
 from jaejin.scheduling.appointments import AppointmentStatus
 from jaejin.scheduling.calendar_files import InvitationMethod
 from jaejin.scheduling.errors import SchedulingError
@@ -72,7 +72,8 @@ def access(*roles: Role, scope: str) -> Any:
     return Depends(service.released(requires(*roles, scope=scope)))
 
 
-Searcher = Annotated[Principal, access(*SEARCHERS, scope="scheduling.read")]
+#: No session: the slot search opens one only when it reads records.
+SlotSearcher = Annotated[Principal, Depends(requires(*SEARCHERS, scope="scheduling.read"))]
 Booker = Annotated[Principal, access(*BOOKERS, scope="scheduling.write")]
 Viewer = Annotated[Principal, access(*VIEWERS, scope="scheduling.read")]
 Changer = Annotated[Principal, access(*CHANGERS, scope="scheduling.write")]
@@ -293,11 +294,45 @@ def _patient_for_search(db: Session, principal: Principal, institution: Institut
     return None
 
 
+def _engine(request: Request) -> Engine:
+    engine: Engine = getattr(request.app.state, "engine", None) or get_engine()
+    return engine
+
+
+def _searches_as_patient(principal: Principal) -> bool:
+    """Whether the search may be about the caller's own patient record (then read, and the
+    search audited: the uncached path)."""
+    return principal.user_id is not None and Role.PATIENT in principal.roles
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison of an If-None-Match list against `etag`."""
+    if if_none_match.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(candidate.strip().removeprefix("W/") == bare
+               for candidate in if_none_match.split(","))
+
+
+def answer_response(request: Request, answer: search.Answer) -> Response:
+    """A cached search answer: 304 when the client has it, else its kept gzip form or its
+    text. `no-cache`: a client may keep it but must ask again (bookings change it)."""
+    headers = {"ETag": answer.etag, "Vary": "Accept-Encoding",
+               "Cache-Control": "private, no-cache"}
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and _etag_matches(if_none_match, answer.etag):
+        return Response(status_code=304, headers=headers)
+    if answer.size >= COMPRESS_FROM_BYTES and "gzip" in request.headers.get(
+            "accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(answer.gzipped, media_type=JSON, headers=headers)
+    return Response(answer.body, media_type=JSON, headers=headers)
+
+
 @api_router.get("/practitioners/{practitioner_id}/slots",
             summary="Free slots of a practitioner, with the institution's and your zone's times")
-@service.ends_transaction
 def search_slots(
-    request: Request, practitioner_id: int, principal: Searcher, db: DbSession,
+    request: Request, practitioner_id: int, principal: SlotSearcher,
     start: date, end: date,
     tz: Annotated[str, Query(max_length=64, description="IANA zone the dates are meant in")],
     visit_type: Annotated[str, Query(max_length=40)],
@@ -314,6 +349,32 @@ def search_slots(
     a free interpreter are listed. Without a needed language it is false.
     """
     requested_zone: ZoneInfo = scheduling_call(principal, resolve_zone, tz)
+    if patient_id is None and interpreter_language is None and not _searches_as_patient(
+            principal):
+        # Nobody's record is read: answered from the cache, through a read that takes no lock.
+        with read_connection(_engine(request)) as connection:
+            answer: search.Answer = scheduling_call(
+                principal, search.cached_free_slots, connection,
+                institutions_seen=service.institutions_seen_by(principal),
+                practitioner_id=practitioner_id, requested_institution=institution_id,
+                visit_type_code=visit_type, mode=mode, start_date=start, end_date=end,
+                requested_zone=requested_zone, now=utcnow())
+        return answer_response(request, answer)
+    with session_factory(_engine(request))() as db:
+        try:
+            return _search_with_records(
+                request, db, principal, practitioner_id, start, end, requested_zone,
+                visit_type, mode, patient_id, interpreter_language, institution_id)
+        finally:
+            db.rollback()
+
+
+def _search_with_records(
+    request: Request, db: Session, principal: Principal, practitioner_id: int, start: date,
+    end: date, requested_zone: ZoneInfo, visit_type: str, mode: VisitMode,
+    patient_id: int | None, interpreter_language: str | None, institution_id: int | None,
+) -> Response:
+    """A search about a patient (theirs to see, audited) or needing an interpreter."""
     schedule: service.Schedule = scheduling_call(
         principal, service.search_schedule, db, principal, practitioner_id, institution_id,
         visit_type, mode)

@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -556,6 +556,22 @@ def find_slots(
     return chosen
 
 
+class GridSource(Protocol):
+    """What slot grids are made from: a `Schedule`, or a search's `jaejin.scheduling.search.
+    SearchGrid` (which needs no ORM rows)."""
+
+    @property
+    def availability(self) -> Availability: ...
+    @property
+    def zone(self) -> ZoneInfo: ...
+    @property
+    def visit_type(self) -> VisitType: ...
+    @property
+    def mode(self) -> VisitMode: ...
+    @property
+    def grid_key(self) -> tuple[Hashable, str, str, str]: ...
+
+
 # Slot grids are pure functions of the hours, the zone, the visit type, the mode and the local
 # date, so each is computed once per process and reused by every search and booking (the
 # hours are part of the key: saving new hours starts new grids). Equivalent to
@@ -564,7 +580,7 @@ _GRID_OWNERS_LIMIT = 1024
 _grids: dict[tuple[Hashable, str, str, str], dict[date, tuple[Slot, ...]]] = {}
 
 
-def day_grids(schedule: Schedule) -> dict[date, tuple[Slot, ...]]:
+def day_grids(schedule: GridSource) -> dict[date, tuple[Slot, ...]]:
     """The cached grids of a schedule, by local date of its zone."""
     key = schedule.grid_key
     grids = _grids.get(key)
@@ -575,7 +591,7 @@ def day_grids(schedule: Schedule) -> dict[date, tuple[Slot, ...]]:
     return grids
 
 
-def grid_on(schedule: Schedule, day: date, grids: dict[date, tuple[Slot, ...]] | None = None
+def grid_on(schedule: GridSource, day: date, grids: dict[date, tuple[Slot, ...]] | None = None
             ) -> tuple[Slot, ...]:
     """Every slot the rules allow on one local date, bookings and the clock aside."""
     grids = day_grids(schedule) if grids is None else grids
@@ -587,7 +603,7 @@ def grid_on(schedule: Schedule, day: date, grids: dict[date, tuple[Slot, ...]] |
     return found
 
 
-def free_grid_slots(schedule: Schedule, requested: Interval, *, now: datetime,
+def free_grid_slots(schedule: GridSource, requested: Interval, *, now: datetime,
                     busy: Sequence[Interval]) -> list[Slot]:
     """The grid's slots starting in `requested`, not before `now`, clear of `busy`."""
     zone = schedule.zone
@@ -611,7 +627,7 @@ _DAY_WIRES_LIMIT = 1 << 16
 _day_wires: dict[tuple[Any, ...], tuple[Piece, tuple[bytes, ...]]] = {}
 
 
-def _day_wire(schedule: Schedule, day: date, slots: tuple[Slot, ...],
+def _day_wire(schedule: GridSource, day: date, slots: tuple[Slot, ...],
               requested_zone: ZoneInfo) -> tuple[Piece, tuple[bytes, ...]]:
     """A day's slots in wire form: the whole day as one piece (its compressed form is kept
     with it), and each slot on its own."""
@@ -645,7 +661,7 @@ def wire_of_free_slots(schedule: Schedule, requested: Interval, requested_zone: 
                                         busy=busy))
 
 
-def free_slot_pieces(schedule: Schedule, requested: Interval, requested_zone: ZoneInfo, *,
+def free_slot_pieces(schedule: GridSource, requested: Interval, requested_zone: ZoneInfo, *,
                      now: datetime, busy: Sequence[Interval]) -> list[Piece]:
     """The JSON of `free_grid_slots` as pieces (see `free_slots_wire`)."""
     taken = IntervalSet(busy)

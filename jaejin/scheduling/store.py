@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -427,7 +428,7 @@ def load_hours(
     return hours_of_version(db, (version[0], version[1]))
 
 
-def hours_of_version(db: Session, version: HoursVersion | None
+def hours_of_version(db: Session | Connection, version: HoursVersion | None
                      ) -> tuple[Hashable, Availability]:
     """(cache key, hours) of a version read with another query; the rules themselves are read
     and parsed only the first time this process meets the version."""
@@ -483,7 +484,7 @@ def _overlapping(column_start: Any, column_end: Any, start: datetime, end: datet
 
 
 def practitioner_busy(
-    db: Session, practitioner_id: int, start: datetime, end: datetime,
+    db: Session | Connection, practitioner_id: int, start: datetime, end: datetime,
     *, excluding: int | None = None,
 ) -> list[Interval]:
     """The practitioner's held time overlapping [start, end), at every institution."""
@@ -696,4 +697,51 @@ def practitioner_workplaces(db: Session, practitioner_id: int, institution_ids: 
             _SEARCH_ROWS, {"practitioner_id": practitioner_id, "institutions": wanted}):
         found.setdefault(institution.id, SearchRows(
             institution, practitioner, (hours_id, updated_at) if hours_id is not None else None))
+    return list(found.values())
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPlace:
+    """Where a practitioner's slots are searched, as plain values: enough to find a cached
+    answer (`jaejin.scheduling.search`) without building any ORM object."""
+
+    institution_id: int
+    time_zone: str
+    hours: HoursVersion | None
+    #: `CalendarVersion.version` of the practitioner (0: their time never changed).
+    calendar: int
+
+
+_SEARCH_PLACES = (
+    select(PractitionerRole.institution_id, Institution.time_zone, AvailabilityRow.id,
+           AvailabilityRow.updated_at, CalendarVersion.version)
+    .select_from(PractitionerRole)
+    .join(Institution, Institution.id == PractitionerRole.institution_id)
+    .outerjoin(AvailabilityRow, and_(
+        AvailabilityRow.owner_kind == OwnerKind.PRACTITIONER.value,
+        AvailabilityRow.owner_id == PractitionerRole.practitioner_id,
+        AvailabilityRow.institution_id == PractitionerRole.institution_id))
+    .outerjoin(CalendarVersion, CalendarVersion.resource_key == bindparam("calendar_key"))
+    .where(PractitionerRole.practitioner_id == bindparam("practitioner_id"),
+           PractitionerRole.active,
+           PractitionerRole.institution_id.in_(bindparam("institutions", expanding=True)))
+    .order_by(PractitionerRole.institution_id)
+)
+
+
+def search_places(connection: Session | Connection, practitioner_id: int,
+                  institution_ids: Iterable[int]) -> list[SearchPlace]:
+    """`practitioner_workplaces` as plain values, with the practitioner's calendar version,
+    in one statement (through primary keys and unique indexes only)."""
+    wanted = sorted(set(institution_ids))
+    if not wanted:
+        return []
+    found: dict[int, SearchPlace] = {}
+    for institution_id, time_zone, hours_id, updated_at, calendar in connection.execute(
+            _SEARCH_PLACES, {
+                "practitioner_id": practitioner_id, "institutions": wanted,
+                "calendar_key": resource_key(ResourceKind.PRACTITIONER, practitioner_id)}):
+        found.setdefault(institution_id, SearchPlace(
+            institution_id, time_zone, (hours_id, updated_at) if hours_id is not None else None,
+            calendar or 0))
     return list(found.values())

@@ -193,6 +193,31 @@ def test_a_subject_that_is_not_a_patient_id_is_not_found(client, actors, db):
     assert count(db) == 0
 
 
+@pytest.mark.parametrize("subject", ["²", "١٢", "99999999999999999999999", "9223372036854775808"])
+def test_a_subject_id_that_is_no_stored_id_is_not_found_and_nothing_is_stored(
+    client, actors, db, subject
+):
+    """Unicode digits and ids beyond 64 bits: refused like any unknown patient, not a 500."""
+    headers = gateway(client, actors)
+    single = client.post("/fhir/R4/Observation", json=bp_observation(subject), headers=headers)
+    assert single.status_code == 404
+    assert outcome(single)["issue"][0]["details"]["coding"][0]["code"] == "NOT_FOUND"
+    patient_id = actors.patients["a"].id
+    transaction = client.post("/fhir/R4", headers=headers, json=bundle(
+        "transaction", entry(bp_observation(patient_id)), entry(bp_observation(subject))))
+    assert transaction.status_code == 404 and outcome(transaction)
+    assert count(db) == 0
+    batch = client.post("/fhir/R4", headers=headers, json=bundle(
+        "batch", entry(observation(patient_id, "8867-4", 61, "/min")),
+        entry(bp_observation(subject))))
+    assert batch.status_code == 200
+    statuses = [e["response"]["status"] for e in batch.json()["entry"]]
+    assert statuses == ["201 Created", "404 Not Found"]
+    assert count(db) == 1
+    read = client.get(f"/fhir/R4/Observation/{subject}", headers=headers)
+    assert read.status_code == 404 and outcome(read)
+
+
 def test_unreadable_bodies_and_missing_credentials_answer_operation_outcomes(client, actors):
     headers = gateway(client, actors)
     broken = client.post("/fhir/R4/Observation", content=b"{", headers=headers)

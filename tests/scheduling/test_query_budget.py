@@ -86,14 +86,28 @@ def test_a_taken_slot_is_answered_without_writing(client, engine, world, system_
     assert not any(statement.startswith(("INSERT", "UPDATE", "DELETE")) for statement in taken)
 
 
-def test_a_slot_search_is_two_statements(client, engine, world, system_a):
+def _search(client, headers, world: SchedulingWorld, **extra):
     query = {"start": world.day.isoformat(),
              "end": (world.day + timedelta(days=59)).isoformat(), "tz": "America/New_York",
-             "visit_type": "follow_up", "mode": "video"}
-    path = f"/api/v1/practitioners/{world.practitioner_a}/slots"
-    assert client.get(path, params=query, headers=system_a).status_code == 200  # hours parsed
-    with scheduling_statements(engine) as search:
-        response = client.get(path, params=query, headers=system_a)
+             "visit_type": "follow_up", "mode": "video", **extra}
+    return client.get(f"/api/v1/practitioners/{world.practitioner_a}/slots", params=query,
+                      headers=headers)
+
+
+def test_a_slot_search_is_two_statements_then_one_while_nothing_changes(
+        client, engine, world, system_a):
+    assert _search(client, system_a, world, institution_id=world.a).status_code == 200
+    # The hours are parsed now; a booking changes the calendar: the next search computes.
+    assert _book(client, system_a, world, "09:00").status_code == 201
+    with scheduling_statements(engine) as computed:
+        response = _search(client, system_a, world)
     assert response.status_code == 200, response.text
     assert len(response.json()) > 1000
-    assert len(search) <= SLOT_SEARCH, search
+    assert len(computed) <= SLOT_SEARCH, computed
+
+    with scheduling_statements(engine) as cached:
+        again = _search(client, system_a, world)
+    assert again.status_code == 200
+    assert again.content == response.content
+    assert len(cached) == CACHED_SLOT_SEARCH, cached
+    assert "FROM practitioner_roles" in cached[0]

@@ -25,7 +25,19 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import JSON, Index, Integer, Select, case, cast, func, literal_column, null, select
+from sqlalchemy import (
+    JSON,
+    Index,
+    Integer,
+    Select,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    null,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from jaejin.core.config import get_settings
@@ -312,31 +324,26 @@ class _Records:
     counts: tuple[int, int] | None
 
 
-def _records(db: Session, patient: Patient, institution: Institution, at: datetime, *,
-             consent_kinds: Sequence[str], share_at: datetime | None) -> _Records:
-    """Everything a decision reads from the database, in ONE statement (UNION ALL):
-
-    the patient's encounters at this institution up to `at` (history), the patient's consents
-    of `consent_kinds` active at `at` (none asked: no part), and, when `share_at` is given, the
-    institution's (all, telemedicine) encounters in the 30 days before it. Patient facts come
-    from the Patient row the caller already holds. Each part keeps its own index
-    (patient/started, patient/kind, institution/started/mode)."""
+def _records_statement(consent_kinds: tuple[str, ...], with_counts: bool) -> Any:
+    """The statement of `_records` for one choice of parts, with bound parameters only: built
+    and compiled once per process (a booking sends it without building any SQL)."""
     def row_kind(kind: int) -> Any:
         return literal_column(str(kind), Integer).label("part")
 
+    at = bindparam("at", type_=Encounter.started_at.type)
     parts: list[Select[Any]] = [
         select(
             row_kind(_HISTORY_ROW), Encounter.started_at, Encounter.mode, Encounter.kind,
             Encounter.conditions, cast(null(), Integer).label("total"),
             cast(null(), Integer).label("remote"),
         ).where(
-            Encounter.patient_id == patient.id,
+            Encounter.patient_id == bindparam("patient_id"),
             # Only this institution's records: another institution's encounters with the same
             # person are not this institution's to see, and the rules ask about "same institution".
             # `+ 0` keeps SQLite (no statistics unless ANALYZE was run) from reading the patient's
             # history through the share index, i.e. the whole institution's past: with an
             # equality and a range on both indexes it would take the newer one.
-            Encounter.institution_id + 0 == institution.id,
+            Encounter.institution_id + 0 == bindparam("institution_id"),
             Encounter.started_at <= at,
         )
     ]
@@ -346,24 +353,52 @@ def _records(db: Session, patient: Patient, institution: Institution, at: dateti
                 row_kind(_CONSENT_ROW), null(), Consent.kind, null(), cast(null(), JSON),
                 null(), null(),
             ).where(
-                Consent.patient_id == patient.id,
-                Consent.institution_id == institution.id,
+                Consent.patient_id == bindparam("patient_id"),
+                Consent.institution_id == bindparam("institution_id"),
                 Consent.kind.in_(consent_kinds),
                 Consent.granted_at <= at,
                 (Consent.withdrawn_at.is_(None)) | (Consent.withdrawn_at > at),
             )
         )
-    if share_at is not None:
+    if with_counts:
+        share_at = bindparam("share_at", type_=Encounter.started_at.type)
         parts.append(
             select(row_kind(_COUNTS_ROW), null(), null(), null(), cast(null(), JSON),
                    *_counts_columns())
-            .where(*_window(institution.id, share_at))
+            .where(Encounter.institution_id == bindparam("institution_id"),
+                   Encounter.started_at >= bindparam("share_from",
+                                                     type_=Encounter.started_at.type),
+                   Encounter.started_at < share_at)
         )
-    statement = parts[0] if len(parts) == 1 else parts[0].union_all(*parts[1:])
+    return parts[0] if len(parts) == 1 else parts[0].union_all(*parts[1:])
+
+
+@lru_cache(maxsize=16)
+def _records_statement_for(consent_kinds: tuple[str, ...], with_counts: bool) -> Any:
+    return _records_statement(consent_kinds, with_counts)
+
+
+def _records(db: Session, patient: Patient, institution: Institution, at: datetime, *,
+             consent_kinds: Sequence[str], share_at: datetime | None) -> _Records:
+    """Everything a decision reads from the database, in ONE statement (UNION ALL):
+
+    the patient's encounters at this institution up to `at` (history), the patient's consents
+    of `consent_kinds` active at `at` (none asked: no part), and, when `share_at` is given, the
+    institution's (all, telemedicine) encounters in the 30 days before it. Patient facts come
+    from the Patient row the caller already holds. Each part keeps its own index
+    (patient/started, patient/kind, institution/started/mode). Sent through the session's
+    connection: plain rows, no ORM work."""
+    statement = _records_statement_for(tuple(consent_kinds), share_at is not None)
+    parameters: dict[str, Any] = {"patient_id": patient.id, "institution_id": institution.id,
+                                  "at": at}
+    if share_at is not None:
+        parameters["share_from"] = share_at - SHARE_WINDOW
+        parameters["share_at"] = share_at
     encounters: list[tuple[datetime, str, str, list[str] | None]] = []
     consents: set[str] = set()
     counts: tuple[int, int] | None = None
-    for part, started_at, mode, kind, conditions, total, remote in db.execute(statement):
+    for part, started_at, mode, kind, conditions, total, remote in db.connection().execute(
+            statement, parameters):
         if part == _HISTORY_ROW:
             encounters.append((started_at, mode, kind, conditions))
         elif part == _CONSENT_ROW:

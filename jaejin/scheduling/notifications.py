@@ -150,7 +150,9 @@ def _queue(rows: list[dict[str, Any]], appointment: Appointment, kind: Kind,
     })
 
 
-_QUEUE = insert(OutboxMessage)
+#: With RETURNING, several parameter sets are sent as ONE multi-row INSERT ("insertmanyvalues");
+#: without it the driver's executemany sends one INSERT per row (psycopg: in a pipeline).
+_QUEUE = insert(OutboxMessage).returning(OutboxMessage.id)
 
 
 def _enqueue_all(db: Session, rows: list[dict[str, Any]]) -> None:
@@ -158,7 +160,7 @@ def _enqueue_all(db: Session, rows: list[dict[str, Any]]) -> None:
     row would cost a round trip each on the booking's hot path)."""
     if rows:
         # Through the connection: a plain multi-row INSERT, no ORM bulk-insert bookkeeping.
-        db.connection().execute(_QUEUE, rows)
+        db.connection().execute(_QUEUE, rows).close()
 
 
 def reminder_offsets(settings: Settings) -> list[timedelta]:
@@ -192,12 +194,23 @@ def queue_for_change(
     """Queue what a booking, move, interpreter change or cancellation tells everyone."""
     if change is not Change.BOOKED:
         withdraw_pending(db, appointment.id, now=now)
+    patient_row = db.get(Patient, appointment.patient_id)
+    texts_patient = patient_row is not None and bool(patient_row.phone)
+    _enqueue_all(db, messages_for_change(appointment, change, settings=settings, now=now,
+                                         texts_patient=texts_patient,
+                                         former_interpreter_id=former_interpreter_id))
+
+
+def messages_for_change(
+    appointment: Appointment, change: Change, *, settings: Settings, now: datetime,
+    texts_patient: bool, former_interpreter_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """The outbox rows (`topic`, `payload`, `available_at`, `dedupe_key`) that
+    `queue_for_change` writes; `texts_patient`: the patient has a phone number on file."""
     patient = RecipientRef("patient", appointment.patient_id)
     practitioner = RecipientRef("practitioner", appointment.practitioner_id)
     interpreter = (RecipientRef("interpreter", appointment.interpreter_id)
                    if appointment.interpreter_id is not None else None)
-    patient_row = db.get(Patient, appointment.patient_id)
-    texts_patient = patient_row is not None and bool(patient_row.phone)
     kind = Kind.CANCELLATION if change is Change.CANCELLED else Kind.INVITATION
     rows: list[dict[str, Any]] = []
     for recipient in (patient, practitioner, interpreter):
@@ -210,8 +223,7 @@ def queue_for_change(
                RecipientRef("interpreter", former_interpreter_id), Channel.EMAIL, change,
                available_at=now)
     if change is Change.CANCELLED:
-        _enqueue_all(db, rows)
-        return
+        return rows
     for reminder in reminder_times(appointment.start_at, reminder_offsets(settings), now=now):
         minutes = int(reminder.offset // timedelta(minutes=1))
         targets = [(patient, Channel.EMAIL)]
@@ -222,7 +234,7 @@ def queue_for_change(
         for recipient, channel in targets:
             _queue(rows, appointment, Kind.REMINDER, recipient, channel, change,
                    available_at=reminder.send_at, offset_minutes=minutes)
-    _enqueue_all(db, rows)
+    return rows
 
 
 def outbox_status(db: Session, appointment_id: int) -> list[dict[str, Any]]:

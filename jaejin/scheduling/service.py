@@ -81,10 +81,8 @@ from jaejin.scheduling.store import (
     BookingRows,
     OwnerKind,
     ResourceKind,
-    add_appointment,
     booking_rows,
     bump_calendar,
-    claim_blocks,
     claim_occupancy,
     holders_of,
     hours_of_version,
@@ -95,9 +93,9 @@ from jaejin.scheduling.store import (
     practitioner_busy,
     practitioner_workplaces,
     release_occupancy,
-    remove_appointment,
     resource_key,
     save_availability,
+    write_booking,
 )
 from jaejin.scheduling.wire import Piece
 from jaejin.scheduling.zones import resolve_zone
@@ -1062,7 +1060,8 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
                                  now=now, lang=lang, language=language, patient=patient,
                                  range_zone=patient_zone)
 
-    appointment = add_appointment(db, Appointment(
+    appointment = Appointment(
+        id=rows.next_appointment_id,
         institution_id=institution.id, patient_id=patient.id, practitioner_id=practitioner.id,
         interpreter_id=interpreter_id, interpreter_language=language,
         visit_type=schedule.visit_type.code, mode=schedule.mode.value,
@@ -1073,18 +1072,23 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
         cancel_reason=None, no_show_at=None, condition_code=condition, tri_party=tri_party,
         policy_pack=decision.pack if decision else None,
         policy_decision=decision.model_dump(mode="json") if decision else None,
-    ))
-    clashed = claim_blocks(db, appointment)
+    )
+    texts_patient = bool(patient.phone)
+
+    def messages_for(written: Appointment) -> list[dict[str, Any]]:
+        return notifications.messages_for_change(
+            written, notifications.Change.BOOKED, settings=settings, now=now,
+            texts_patient=texts_patient)
+
+    # The appointment, its occupancy blocks and its invitations and reminders (one statement
+    # on PostgreSQL). A clash means a booking that committed meanwhile took the time: nothing
+    # of this attempt is left (the caller's transaction may go on), and it is explained.
+    clashed = write_booking(db, appointment, messages_for)
     if clashed:
-        # Taken by a booking that committed meanwhile: undo this attempt only (the caller's
-        # transaction may go on), then explain.
-        remove_appointment(db, appointment)
         names = {name for name, key in Attempt.of(appointment).keys.items() if key in clashed}
         raise _taken_problem(names, schedule, db, slot.start, now=now, lang=lang,
                              language=language, patient=patient, range_zone=patient_zone)
     bump_calendar(db, practitioner.id)
-    notifications.queue_for_change(db, appointment, notifications.Change.BOOKED,
-                                   settings=settings, now=now)
     audit(db, principal, AuditEvent(
         "create", "appointment", str(appointment.id), patient.id, institution.id,
         detail={"start": slot.start.isoformat(), "mode": schedule.mode.value,

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -47,14 +48,17 @@ from sqlalchemy import (
     delete,
     exists,
     insert,
+    literal_column,
     or_,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, make_transient_to_detached, mapped_column
 
 from jaejin.core.database import Base, utcnow
+from jaejin.core.events import OutboxMessage
 from jaejin.directory.store import Encounter, Institution, Patient, Practitioner, PractitionerRole
 from jaejin.scheduling.appointments import AppointmentState, AppointmentStatus
 from jaejin.scheduling.model import Availability, Interval, VisitMode
@@ -364,6 +368,96 @@ def remove_appointment(db: Session, appointment: Appointment) -> None:
     db.expunge(appointment)
 
 
+def _booking_write_statement() -> Any:
+    """PostgreSQL: a new appointment, its outbox rows and its occupancy blocks in ONE statement
+    (data-modifying CTEs; the foreign keys are checked at its end), the id taken beforehand
+    from the appointments' sequence (`BookingRows.next_appointment_id`). Returns the resource
+    keys of the blocks claimed: blocks already held are skipped, as in `claim_blocks`."""
+    columns = ("id", *_APPOINTMENT_COLUMNS)
+    values = ", ".join(f"CAST(:{name} AS JSON)" if name == "policy_decision" else f":{name}"
+                       for name in columns)
+    outbox = OutboxMessage.__table__.c
+    # Only the models' own table and column names are put in the text; every value is bound.
+    sql = f"""
+WITH new_appointment AS (
+    INSERT INTO {Appointment.__tablename__} ({", ".join(columns)}) VALUES ({values})
+), queued AS (
+    INSERT INTO {OutboxMessage.__tablename__}
+        ({outbox.topic.name}, {outbox.payload.name}, {outbox.dedupe_key.name},
+         {outbox.created_at.name}, {outbox.available_at.name}, {outbox.attempts.name},
+         {outbox.max_attempts.name})
+    SELECT message.topic, CAST(message.payload AS JSON), message.dedupe_key, :created_at,
+           message.available_at, 0, :max_attempts
+    FROM unnest(CAST(:message_topics AS TEXT[]), CAST(:message_payloads AS TEXT[]),
+                CAST(:message_keys AS TEXT[]), CAST(:message_times AS TIMESTAMPTZ[]))
+         AS message(topic, payload, dedupe_key, available_at)
+)
+INSERT INTO {OccupancyBlock.__tablename__} (appointment_id, resource_key, block_start)
+SELECT :id, block.resource_key, block.block_start
+FROM unnest(CAST(:block_keys AS TEXT[]), CAST(:block_starts AS TIMESTAMPTZ[]))
+     AS block(resource_key, block_start)
+ON CONFLICT (resource_key, block_start) DO NOTHING
+RETURNING resource_key
+"""  # noqa: S608
+    return text(sql).columns(OccupancyBlock.resource_key)
+
+
+_BOOKING_WRITE = _booking_write_statement()
+_OUTBOX_MAX_ATTEMPTS = OutboxMessage.__table__.c.max_attempts.default.arg
+_INSERT_MESSAGES = insert(OutboxMessage).returning(OutboxMessage.id)
+_WITHDRAW_MESSAGES = delete(OutboxMessage).where(
+    OutboxMessage.dedupe_key.in_(bindparam("keys", expanding=True)))
+
+
+def write_booking(db: Session, appointment: Appointment,
+                  messages_for: Callable[[Appointment], list[dict[str, Any]]]) -> set[str]:
+    """Write a new appointment (every column set, as for `add_appointment`), claim its blocks
+    and queue its outbox messages (`messages_for(appointment)` once its id is known: `topic`,
+    `payload`, `available_at`, `dedupe_key` each); the resource keys found already held
+    (empty: booked). After a clash nothing of the attempt is left in the transaction.
+
+    On PostgreSQL, with the id already taken from the sequence, one statement; elsewhere one
+    INSERT each (SQLite runs in the process: a statement costs no round trip)."""
+    connection = db.connection()
+    if connection.dialect.name != "postgresql" or appointment.__dict__.get("id") is None:
+        add_appointment(db, appointment)
+        clashed = claim_blocks(db, appointment)
+        if clashed:
+            remove_appointment(db, appointment)
+        elif messages := messages_for(appointment):
+            connection.execute(_INSERT_MESSAGES, messages).close()
+        return clashed
+    messages = messages_for(appointment)
+    blocks = occupancy_rows(appointment)
+    values = {name: getattr(appointment, name) for name in _APPOINTMENT_COLUMNS}
+    values["id"] = appointment.id
+    if values["policy_decision"] is not None:
+        values["policy_decision"] = orjson.dumps(values["policy_decision"]).decode()
+    values |= {
+        "created_at": appointment.created_at, "max_attempts": _OUTBOX_MAX_ATTEMPTS,
+        "message_topics": [message["topic"] for message in messages],
+        "message_payloads": [orjson.dumps(message["payload"]).decode() for message in messages],
+        "message_keys": [message["dedupe_key"] for message in messages],
+        "message_times": [message["available_at"] for message in messages],
+        "block_keys": [block["resource_key"] for block in blocks],
+        "block_starts": [block["block_start"] for block in blocks],
+    }
+    claimed = Counter(connection.execute(_BOOKING_WRITE, values).scalars())
+    wanted = Counter(block["resource_key"] for block in blocks)
+    clashed = {key for key, count in wanted.items() if claimed[key] < count}
+    if clashed:
+        connection.execute(delete(OccupancyBlock).where(
+            OccupancyBlock.appointment_id == appointment.id))
+        connection.execute(delete(Appointment).where(Appointment.id == appointment.id))
+        if messages:
+            connection.execute(_WITHDRAW_MESSAGES,
+                               {"keys": [message["dedupe_key"] for message in messages]})
+        return clashed
+    make_transient_to_detached(appointment)
+    db.add(appointment)
+    return clashed
+
+
 def holders_of(db: Session, keys: Sequence[str], start: datetime, end: datetime) -> set[int]:
     """Appointments holding any of `keys` somewhere in [start, end)."""
     if not keys:
@@ -556,24 +650,38 @@ def appointments_between(
     return list(db.execute(query.order_by(Appointment.start_at, Appointment.id)).scalars())
 
 
+def _both_busy_statement(excluding: bool) -> Any:
+    query = select(Appointment.practitioner_id, Appointment.patient_id, Appointment.start_at,
+                   Appointment.end_at, Appointment.occupied_until).where(
+        or_(Appointment.practitioner_id == bindparam("practitioner_id"),
+            Appointment.patient_id == bindparam("patient_id")),
+        Appointment.status.in_(HOLDING_STATUSES),
+        # The practitioner's time runs to occupied_until, never before end_at: a superset.
+        Appointment.start_at < bindparam("end", type_=Appointment.start_at.type),
+        Appointment.occupied_until > bindparam("start", type_=Appointment.start_at.type),
+    )
+    if excluding:
+        query = query.where(Appointment.id != bindparam("excluding"))
+    return query
+
+
+#: Built once per process: a 409 answers with this read, and a burst answers many 409s.
+_BOTH_BUSY = {flag: _both_busy_statement(flag) for flag in (False, True)}
+
+
 def practitioner_and_patient_busy(
     db: Session, practitioner_id: int, patient_id: int, start: datetime, end: datetime,
     *, excluding: int | None = None,
 ) -> tuple[list[Interval], list[Interval]]:
     """`practitioner_busy` and `patient_busy` in one query."""
-    query = select(Appointment.practitioner_id, Appointment.patient_id, Appointment.start_at,
-                   Appointment.end_at, Appointment.occupied_until).where(
-        or_(Appointment.practitioner_id == practitioner_id,
-            Appointment.patient_id == patient_id),
-        Appointment.status.in_(HOLDING_STATUSES),
-        # The practitioner's time runs to occupied_until, never before end_at: a superset.
-        _overlapping(Appointment.start_at, Appointment.occupied_until, start, end),
-    )
+    parameters: dict[str, Any] = {"practitioner_id": practitioner_id, "patient_id": patient_id,
+                                  "start": start, "end": end}
     if excluding is not None:
-        query = query.where(Appointment.id != excluding)
+        parameters["excluding"] = excluding
     practitioner: list[Interval] = []
     patient: list[Interval] = []
-    for who, whose_patient, begin, finish, until in db.execute(query):
+    for who, whose_patient, begin, finish, until in db.connection().execute(
+            _BOTH_BUSY[excluding is not None], parameters):
         if who == practitioner_id:
             practitioner.append(Interval(begin, until))
         if whose_patient == patient_id and begin < end and finish > start:
@@ -601,9 +709,18 @@ class BookingRows:
     #: Whether the practitioner's or the patient's time asked about is already held.
     practitioner_held: bool
     patient_held: bool
+    #: PostgreSQL: the id the appointment will have, taken from its sequence by the same read
+    #: (`write_booking` then writes everything in one statement). None elsewhere.
+    next_appointment_id: int | None = None
 
 
-def _booking_statement(with_conditions: bool) -> Any:
+#: The next appointment id, read with the booking's rows (a refused booking leaves a gap in the
+#: ids, as a rolled-back INSERT would).
+_NEXT_APPOINTMENT_ID = literal_column(
+    f"nextval(pg_get_serial_sequence('{Appointment.__tablename__}', 'id'))", Integer)
+
+
+def _booking_statement(with_conditions: bool, with_next_id: bool = False) -> Any:
     practitioner_id: Any = bindparam("practitioner_id")
     columns: list[Any] = [
         Patient, Institution, Practitioner, AvailabilityRow.id, AvailabilityRow.updated_at,
@@ -618,6 +735,8 @@ def _booking_statement(with_conditions: bool) -> Any:
                 Encounter.conditions.is_not(None),
                 cast(Encounter.conditions, String).not_in(["[]", "null"]),
             ).order_by(Encounter.started_at.desc()).limit(1).scalar_subquery())
+    if with_next_id:
+        columns.append(_NEXT_APPOINTMENT_ID)
     return (
         select(*columns)
         .join(Institution, Institution.id == Patient.institution_id)
@@ -634,7 +753,8 @@ def _booking_statement(with_conditions: bool) -> Any:
     )
 
 
-_BOOKING_ROWS = {flag: _booking_statement(flag) for flag in (False, True)}
+_BOOKING_ROWS = {(flag, next_id): _booking_statement(flag, next_id)
+                 for flag in (False, True) for next_id in (False, True)}
 
 
 def booking_rows(
@@ -644,7 +764,8 @@ def booking_rows(
     """The patient (None: no such patient), their institution, the practitioner if active
     there, the practitioner's hours version there, and whether the practitioner's time
     `practitioner_busy` or the patient's time `patient_busy` is already held."""
-    row = db.execute(_BOOKING_ROWS[with_conditions], {
+    with_next_id = db.get_bind().dialect.name == "postgresql"
+    row = db.execute(_BOOKING_ROWS[with_conditions, with_next_id], {
         "patient_id": patient_id, "practitioner_id": practitioner_id,
         "practitioner_key": resource_key(ResourceKind.PRACTITIONER, practitioner_id),
         "practitioner_from": _floor_to_block(practitioner_busy.start),
@@ -657,7 +778,8 @@ def booking_rows(
         return None
     hours = (row[3], row[4]) if row[3] is not None else None
     conditions = row[7] if with_conditions else None
-    return BookingRows(row[0], row[1], row[2], hours, conditions, bool(row[5]), bool(row[6]))
+    return BookingRows(row[0], row[1], row[2], hours, conditions, bool(row[5]), bool(row[6]),
+                       row[-1] if with_next_id else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ appointment's resources, and saved hours are read back (and re-read when they ch
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,18 +13,25 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jaejin.core.config import Settings
+from jaejin.core.database import utcnow
+from jaejin.core.events import OutboxMessage
+from jaejin.scheduling import notifications
+from jaejin.scheduling.model import Interval
 from jaejin.scheduling.store import (
     BLOCK,
     Appointment,
     OccupancyBlock,
     OwnerKind,
     blocks_between,
+    booking_rows,
     claim_occupancy,
     holders_of,
     load_availability,
     occupied_resources,
     release_occupancy,
     save_availability,
+    write_booking,
 )
 from tests.scheduling.test_booking_fixtures import SchedulingWorld, every_day
 
@@ -125,3 +133,46 @@ def test_saved_hours_are_read_back_and_changes_are_seen(engine: Engine,
                                  world.actors.b.id) == evening.to_domain()
         # Nobody is available before hours are saved.
         assert load_availability(db, OwnerKind.INTERPRETER, 999_999, world.a).weekly == ()
+
+
+def _booked(db: Session, world: SchedulingWorld, start: datetime, patient_id: int) -> Appointment:
+    """A new appointment as a booking writes it: every column set, and on PostgreSQL the id
+    taken from the sequence by the booking's own read."""
+    rows = booking_rows(db, patient_id=patient_id, practitioner_id=world.practitioner_a,
+                        practitioner_busy=Interval(start, start + timedelta(minutes=40)),
+                        patient_busy=Interval(start, start + timedelta(minutes=30)),
+                        with_conditions=False)
+    assert rows is not None
+    now = utcnow()
+    return _appointment(
+        world, start, id=rows.next_appointment_id, patient_id=patient_id, interpreter_id=None,
+        interpreter_language=None, status="booked", sequence=0, booked_by_user_id=None,
+        created_at=now, updated_at=now, cancelled_at=None, cancelled_by=None,
+        cancel_reason=None, no_show_at=None, condition_code="I10", tri_party=False,
+        policy_pack="kr", policy_decision={"decision": "allowed"})
+
+
+def test_a_booking_written_whole_or_not_at_all(engine: Engine, world: SchedulingWorld,
+                                              settings: Settings) -> None:
+    def messages(appointment: Appointment) -> list[dict[str, Any]]:
+        return notifications.messages_for_change(
+            appointment, notifications.Change.BOOKED, settings=settings, now=utcnow(),
+            texts_patient=True)
+
+    with Session(engine) as db:
+        first = _booked(db, world, world.at("10:00"), world.patient_a)
+        assert write_booking(db, first, messages) == set()
+        # Another patient with the same practitioner, starting inside the first one's pause.
+        second = _booked(db, world, world.at("10:35"), world.mongolian.id)
+        assert write_booking(db, second, messages) == {f"practitioner:{world.practitioner_a}"}
+
+        assert db.execute(select(Appointment.id, Appointment.policy_decision)).all() == [
+            (first.id, {"decision": "allowed"})]
+        key = f"practitioner:{world.practitioner_a}"
+        assert holders_of(db, [key], world.at("10:00"), world.at("12:00")) == {first.id}
+        queued = db.execute(select(OutboxMessage.dedupe_key, OutboxMessage.payload)).all()
+        assert len(queued) == len(messages(first)) > 0
+        assert all(payload["appointment_id"] == first.id
+                   and dedupe_key.startswith(f"scheduling:appointment:{first.id}:")
+                   for dedupe_key, payload in queued)
+        db.rollback()

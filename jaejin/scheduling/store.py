@@ -59,6 +59,7 @@ from sqlalchemy.orm import Mapped, Session, make_transient_to_detached, mapped_c
 
 from jaejin.core.database import Base, utcnow
 from jaejin.core.events import OutboxMessage
+from jaejin.core.i18n import LANGUAGE_TAG_LENGTH
 from jaejin.directory.store import Encounter, Institution, Patient, Practitioner, PractitionerRole
 from jaejin.scheduling.appointments import AppointmentState, AppointmentStatus
 from jaejin.scheduling.model import Availability, Interval, VisitMode
@@ -137,7 +138,7 @@ class Appointment(Base):
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
     practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"))
     interpreter_id: Mapped[int | None] = mapped_column(ForeignKey("interpreters.id"))
-    interpreter_language: Mapped[str | None] = mapped_column(String(20))
+    interpreter_language: Mapped[str | None] = mapped_column(String(LANGUAGE_TAG_LENGTH))
     visit_type: Mapped[str] = mapped_column(String(40))
     mode: Mapped[str] = mapped_column(String(20))
     start_at: Mapped[datetime]

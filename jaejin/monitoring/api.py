@@ -434,7 +434,8 @@ _WRITE_CONTEXTS: Final = (
 def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[bytes | Refused]:
     """`group_commit.WriteJobs` of the readings route: per batch its JSON answer, or its
     refusal; the readings of all batches in one insert, an audit entry per batch."""
-    found = {row.patient_id: row for row in db.execute(
+    # Core, not the session's ORM execution: a plain row per patient.
+    found = {row.patient_id: row for row in db.connection().execute(
         _WRITE_CONTEXTS, {"patient_ids": sorted({one.patient_id for one in batches})})}
     outcomes: list[bytes | Refused | None] = []
     accepted: list[tuple[int, SmallBatch, IngestPatient]] = []

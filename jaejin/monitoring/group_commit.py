@@ -113,6 +113,9 @@ class GroupCommit(Generic[JobT, AnswerT]):
                     for waiting in group + queue.waiting:
                         waiting.answer.cancel()
                     raise
+                if len(outcomes) != len(group):  # a broken `write`: never leave anyone waiting
+                    outcomes = [RuntimeError(f"{len(outcomes)} answers to {len(group)} jobs")
+                                ] * len(group)
                 for waiting, outcome in zip(group, outcomes, strict=True):
                     if waiting.answer.done():  # the caller went away: stored all the same
                         continue

@@ -201,7 +201,9 @@ def _json_detail(detail: dict[str, Any]) -> dict[str, Any]:
 
 _LOG = cast(Table, AuditEntry.__table__)
 _HEAD = cast(Table, AuditChainHead.__table__)
-_INSERT_ENTRY = insert(_LOG).returning(_LOG.c.id)
+#: The new id comes as the primary key SQLAlchemy fetches anyway (RETURNING on PostgreSQL, the
+#: cursor's lastrowid on SQLite: an explicit RETURNING costs SQLite ~40 us more per entry).
+_INSERT_ENTRY = insert(_LOG)
 
 
 def _values(actor: AuditActor, event: AuditEvent) -> dict[str, Any]:
@@ -227,8 +229,8 @@ def _values(actor: AuditActor, event: AuditEvent) -> dict[str, Any]:
 def record(session: Session, actor: AuditActor, event: AuditEvent) -> RecordedEntry:
     """Write one unsealed entry in the caller's transaction (one INSERT): it commits or rolls
     back with the change; the sealer chains it after commit."""
-    entry_id = session.connection().execute(_INSERT_ENTRY, _values(actor, event)).scalar_one()
-    return RecordedEntry(entry_id)
+    result = session.connection().execute(_INSERT_ENTRY, _values(actor, event))
+    return RecordedEntry(cast(int, cast(Row[Any], result.inserted_primary_key)[0]))
 
 
 def record_many(session: Session, actor: AuditActor,

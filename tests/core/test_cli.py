@@ -204,6 +204,16 @@ def test_audit_verify_seals_the_entries_waiting_first(jaejin, client, actors):
     assert all(entry.sealed for entry in audit_entries(client.app.state.engine))
 
 
+def test_the_worker_seals_the_audit_trail(jaejin, client, actors):
+    token = client_token(client, actors.clients["a"])
+    client.get(f"/api/v1/patients/{actors.patients['a'].id}", headers=bearer(token))
+    waiting = len(audit_entries(client.app.state.engine))
+    result = jaejin("worker", "--once")
+    assert result.exit_code == 0, result.output
+    assert f"sealed {waiting} audit entries" in result.output
+    assert all(entry.sealed for entry in audit_entries(client.app.state.engine))
+
+
 def test_audit_verify_passes_an_intact_chain(jaejin, trail):
     result = jaejin("audit", "verify")
     assert result.exit_code == 0, result.output

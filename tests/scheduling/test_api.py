@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from icalendar import Calendar
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -178,6 +179,16 @@ def test_bad_bookings_get_clear_errors_and_book_nothing(client, engine, world, s
         response = client.post("/api/v1/appointments", json=body, headers=system_a)
         assert response.status_code == 422, (code, response.text)
         assert problem(response)["code"] == code, (code, response.text)
+    # Bodies that are no booking at all: each field named, nothing booked.
+    for raw, field in ((b"", "body"), (b"{not json", "body"), (b"[]", "body"),
+                       (orjson.dumps(world.booking("10:00") | {"patient_id": "x"}),
+                        "patient_id"),
+                       (orjson.dumps(world.booking("10:00") | {"surprise": 1}), "surprise")):
+        response = client.post("/api/v1/appointments", content=raw, headers={
+            **system_a, "Content-Type": "application/json"})
+        assert response.status_code == 422, (raw, response.text)
+        assert problem(response)["code"] == "VALIDATION_FAILED", (raw, response.text)
+        assert [error["field"] for error in problem(response)["errors"]] == [field], raw
     assert _counts(engine) == (0, 0)
 
 

@@ -153,7 +153,8 @@ class GroupCommit(Generic[JobT, AnswerT]):
         return [one.problem if isinstance(one, Refused) else one for one in outcomes]
 
 
-_APP_STATE_KEY: Final = "monitoring_group_commits"
+#: Where `for_app` keeps an application's group commits, by name and engine.
+APP_STATE_KEY: Final = "monitoring_group_commits"
 
 
 def for_app(state: Any, name: str, engine: Engine,
@@ -161,14 +162,14 @@ def for_app(state: Any, name: str, engine: Engine,
     """The application's `GroupCommit` called `name` (created on first use, per engine: tests
     swap the application's engine)."""
     found: dict[tuple[str, int], GroupCommit[Any, Any]] | None = getattr(
-        state, _APP_STATE_KEY, None)
+        state, APP_STATE_KEY, None)
     if found is None:
         found = {}
-        setattr(state, _APP_STATE_KEY, found)
+        setattr(state, APP_STATE_KEY, found)
     committer = found.get((name, id(engine)))
     if committer is None:
         committer = found[(name, id(engine))] = GroupCommit(engine, write)
     return committer
 
 
-__all__ = ["GROUP_MAX_JOBS", "GroupCommit", "Refused", "WriteJobs", "for_app"]
+__all__ = ["APP_STATE_KEY", "GROUP_MAX_JOBS", "GroupCommit", "Refused", "WriteJobs", "for_app"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,11 +24,12 @@ from jaejin.core.audit import AuditEntry
 from jaejin.core.authn import Principal
 from jaejin.core.errors import Problem
 from jaejin.directory.store import Patient
-from jaejin.monitoring.api import SmallBatch, write_small_batches
+from jaejin.monitoring import group_commit
+from jaejin.monitoring.api import GROUP_COMMIT_MAX_BYTES, SmallBatch, write_small_batches
 from jaejin.monitoring.group_commit import GroupCommit, Refused
 from jaejin.monitoring.parsers import ImportContext, UnreadableInputError, parse_batch
 from jaejin.monitoring.store import ReadingRow
-from tests.support import make_patient
+from tests.support import bearer, client_token, make_patient
 
 
 def gateway_of(institution_id: int) -> Principal:
@@ -243,3 +245,57 @@ def test_a_critical_reading_in_a_group_raises_its_alert_with_guidance(engine, ac
     assert answers[0]["alerts"] == [] and answers[0]["emergency"] is None
     assert answers[1]["alerts"][0]["severity"] == "critical"
     assert answers[1]["guidance"] and answers[1]["emergency"]["medical"] == "119"
+
+
+# ---------------------------------------------------------------------------- over HTTP
+
+
+def _committer_of(app: Any) -> GroupCommit[SmallBatch, bytes]:
+    committers = getattr(app.state, group_commit.APP_STATE_KEY)
+    return next(iter(committers.values()))  # type: ignore[no-any-return]
+
+
+def test_the_route_writes_small_bodies_by_the_group_commit_and_large_ones_alone(
+    app, client, actors, db
+):
+    headers = bearer(client_token(client, actors.clients["a"]))
+    url = f"/api/v1/monitoring/patients/{actors.patients['a'].id}/readings"
+    small = client.post(url, json={"readings": [heart_rate("small")]}, headers=headers)
+    committer = _committer_of(app)
+    written = committer.jobs_written
+    large_body = {"readings": [heart_rate(f"large-{index}", minutes_ago=10 + index)
+                               for index in range(80)]}
+    assert len(orjson.dumps(large_body)) > GROUP_COMMIT_MAX_BYTES
+    large = client.post(url, json=large_body, headers=headers)
+
+    assert small.status_code == large.status_code == 200, (small.text, large.text)
+    assert small.json()["counts"]["created"] == 1
+    assert large.json()["counts"]["created"] == 80
+    assert committer.jobs_written == written  # the large batch went in a transaction alone
+    assert len(stored_keys(db)) == 81
+    assert audit_entries(db) == 2
+
+
+def test_concurrent_requests_over_http_are_each_answered_with_their_own_readings(
+    client, actors, db, patients
+):
+    """Requests arriving together (grouped or not, as they happen to arrive) each get the answer
+    for their own patient; a reading sent four times at once under one key is stored once."""
+    headers = bearer(client_token(client, actors.clients["a"]))
+    client.post(f"/api/v1/monitoring/patients/{patients[0].id}/readings",
+                json={"readings": [heart_rate("first")]}, headers=headers)
+
+    def send(patient: Patient) -> Any:
+        return client.post(f"/api/v1/monitoring/patients/{patient.id}/readings",
+                           json={"readings": [heart_rate(f"together-{patient.id}")]},
+                           headers=headers)
+
+    with ThreadPoolExecutor(len(patients)) as pool:
+        answers = list(pool.map(send, patients * 4))
+
+    assert all(answer.status_code == 200 for answer in answers)
+    by_patient = {answer.json()["patient_id"] for answer in answers}
+    assert by_patient == {patient.id for patient in patients}
+    created = sum(answer.json()["counts"]["created"] for answer in answers)
+    assert created == len(patients)  # each patient's reading four times: stored once
+    assert len(stored_keys(db)) == len(patients) + 1

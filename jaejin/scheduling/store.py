@@ -24,7 +24,6 @@ Appointments are what a visit belongs to: `jaejin.visits` keeps its `visits` tab
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -285,9 +284,17 @@ def claim_blocks(db: Session, appointment: Appointment) -> set[str]:
                            f"not {connection.dialect.name}")
     # Several parameter sets with RETURNING: sent as one multi-row INSERT ("insertmanyvalues"),
     # compiled once per process, through the connection (no ORM bulk-insert bookkeeping).
-    claimed = Counter(connection.execute(statement, rows).scalars())
-    wanted = Counter(row["resource_key"] for row in rows)
-    return {key for key, count in wanted.items() if claimed[key] < count}
+    return _unclaimed(rows, connection.execute(statement, rows).scalars().all())
+
+
+def _unclaimed(rows: Sequence[dict[str, Any]], claimed: Sequence[str]) -> set[str]:
+    """The resource keys of `rows` (blocks) some of whose blocks are not among `claimed`."""
+    if len(claimed) == len(rows):
+        return set()
+    # Plain counting: Counter's check for a Mapping argument (an ABC look-up) took most of
+    # a booking's write time when profiled.
+    wanted = [row["resource_key"] for row in rows]
+    return {key for key in set(wanted) if claimed.count(key) < wanted.count(key)}
 
 
 def claim_occupancy(db: Session, appointment: Appointment) -> bool:
@@ -387,16 +394,14 @@ WITH new_appointment AS (
         ({outbox.topic.name}, {outbox.payload.name}, {outbox.dedupe_key.name},
          {outbox.created_at.name}, {outbox.available_at.name}, {outbox.attempts.name},
          {outbox.max_attempts.name})
-    SELECT message.topic, CAST(message.payload AS JSON), message.dedupe_key, :created_at,
+    SELECT message.topic, message.payload, message.dedupe_key, :created_at,
            message.available_at, 0, :max_attempts
-    FROM unnest(CAST(:message_topics AS TEXT[]), CAST(:message_payloads AS TEXT[]),
-                CAST(:message_keys AS TEXT[]), CAST(:message_times AS TIMESTAMPTZ[]))
-         AS message(topic, payload, dedupe_key, available_at)
+    FROM json_to_recordset(CAST(:messages AS JSON))
+         AS message(topic TEXT, payload JSON, dedupe_key TEXT, available_at TIMESTAMPTZ)
 )
 INSERT INTO {OccupancyBlock.__tablename__} (appointment_id, resource_key, block_start)
 SELECT :id, block.resource_key, block.block_start
-FROM unnest(CAST(:block_keys AS TEXT[]), CAST(:block_starts AS TIMESTAMPTZ[]))
-     AS block(resource_key, block_start)
+FROM json_to_recordset(CAST(:blocks AS JSON)) AS block(resource_key TEXT, block_start TIMESTAMPTZ)
 ON CONFLICT (resource_key, block_start) DO NOTHING
 RETURNING resource_key
 """  # noqa: S608
@@ -434,18 +439,12 @@ def write_booking(db: Session, appointment: Appointment,
     values["id"] = appointment.id
     if values["policy_decision"] is not None:
         values["policy_decision"] = orjson.dumps(values["policy_decision"]).decode()
-    values |= {
-        "created_at": appointment.created_at, "max_attempts": _OUTBOX_MAX_ATTEMPTS,
-        "message_topics": [message["topic"] for message in messages],
-        "message_payloads": [orjson.dumps(message["payload"]).decode() for message in messages],
-        "message_keys": [message["dedupe_key"] for message in messages],
-        "message_times": [message["available_at"] for message in messages],
-        "block_keys": [block["resource_key"] for block in blocks],
-        "block_starts": [block["block_start"] for block in blocks],
-    }
-    claimed = Counter(connection.execute(_BOOKING_WRITE, values).scalars())
-    wanted = Counter(block["resource_key"] for block in blocks)
-    clashed = {key for key, count in wanted.items() if claimed[key] < count}
+    # The rows travel as one JSON text each (orjson writes the instants in RFC 3339): far
+    # cheaper to send than arrays the driver would adapt item by item.
+    values |= {"created_at": appointment.created_at, "max_attempts": _OUTBOX_MAX_ATTEMPTS,
+               "messages": orjson.dumps(messages).decode(),
+               "blocks": orjson.dumps(blocks).decode()}
+    clashed = _unclaimed(blocks, connection.execute(_BOOKING_WRITE, values).scalars().all())
     if clashed:
         connection.execute(delete(OccupancyBlock).where(
             OccupancyBlock.appointment_id == appointment.id))
@@ -830,7 +829,9 @@ class SearchPlace:
 
     institution_id: int
     time_zone: str
-    hours: HoursVersion | None
+    #: (availability row id, its `updated_at` as the driver returns it): a version token, to
+    #: compare only (None: no hours saved).
+    hours: tuple[int, Any] | None
     #: `CalendarVersion.version` of the practitioner (0: their time never changed).
     calendar: int
 
@@ -846,25 +847,61 @@ _SEARCH_PLACES = (
         AvailabilityRow.institution_id == PractitionerRole.institution_id))
     .outerjoin(CalendarVersion, CalendarVersion.resource_key == bindparam("calendar_key"))
     .where(PractitionerRole.practitioner_id == bindparam("practitioner_id"),
-           PractitionerRole.active,
-           PractitionerRole.institution_id.in_(bindparam("institutions", expanding=True)))
+           PractitionerRole.active)
     .order_by(PractitionerRole.institution_id)
 )
 
 
-def search_places(connection: Session | Connection, practitioner_id: int,
+@dataclass(frozen=True, slots=True)
+class _DriverStatement:
+    """A statement compiled once for a dialect, sent straight to the driver's cursor."""
+
+    sql: str
+    #: The parameters' order for a positional paramstyle (SQLite's qmark); None: by name.
+    order: tuple[str, ...] | None
+    constants: dict[str, Any]
+
+    def parameters(self, values: dict[str, Any]) -> Any:
+        merged = {**self.constants, **values}
+        return merged if self.order is None else tuple(merged[name] for name in self.order)
+
+
+_driver_statements: dict[str, _DriverStatement] = {}
+
+
+def _search_places_statement(connection: Connection) -> _DriverStatement:
+    found = _driver_statements.get(connection.dialect.name)
+    if found is None:
+        compiled = _SEARCH_PLACES.compile(dialect=connection.dialect)
+        found = _driver_statements[connection.dialect.name] = _DriverStatement(
+            compiled.string, tuple(compiled.positiontup) if compiled.positiontup else None,
+            {name: value for name, value in compiled.params.items() if value is not None})
+    return found
+
+
+def search_places(connection: Connection, practitioner_id: int,
                   institution_ids: Iterable[int]) -> list[SearchPlace]:
-    """`practitioner_workplaces` as plain values, with the practitioner's calendar version,
-    in one statement (through primary keys and unique indexes only)."""
-    wanted = sorted(set(institution_ids))
+    """The institutions among `institution_ids` where the practitioner has an active role,
+    each with their hours' version there and their calendar version, in one statement
+    (through primary keys and unique indexes only).
+
+    Every slot search sends it, so it skips most of SQLAlchemy's execution work (the expanding
+    IN list compiled per call, result processing: 220 -> 125 us on SQLite, 325 -> 270 us on
+    PostgreSQL, measured alone): compiled once per dialect, sent as the driver's SQL (the
+    engine's events still see it); its values are ints and text, and `updated_at` is kept as
+    the driver returns it, only ever compared.
+    """
+    wanted = set(institution_ids)
     if not wanted:
         return []
+    statement = _search_places_statement(connection)
+    rows = connection.exec_driver_sql(statement.sql, statement.parameters({
+        "practitioner_id": practitioner_id,
+        "calendar_key": resource_key(ResourceKind.PRACTITIONER, practitioner_id)})).all()
     found: dict[int, SearchPlace] = {}
-    for institution_id, time_zone, hours_id, updated_at, calendar in connection.execute(
-            _SEARCH_PLACES, {
-                "practitioner_id": practitioner_id, "institutions": wanted,
-                "calendar_key": resource_key(ResourceKind.PRACTITIONER, practitioner_id)}):
-        found.setdefault(institution_id, SearchPlace(
-            institution_id, time_zone, (hours_id, updated_at) if hours_id is not None else None,
-            calendar or 0))
+    for institution_id, time_zone, hours_id, updated_at, calendar in rows:
+        if institution_id in wanted:
+            found.setdefault(institution_id, SearchPlace(
+                institution_id, time_zone,
+                (hours_id, updated_at) if hours_id is not None else None, calendar or 0))
     return list(found.values())

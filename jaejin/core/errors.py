@@ -149,13 +149,15 @@ def field_errors_from_pydantic(errors: Sequence[Any]) -> list[FieldError]:
         context = {key: str(value) for key, value in (error.get("ctx") or {}).items()}
         message = _VALIDATION_MESSAGES.get(kind)
         if message is None:
-            # Our own validators raise ValueError with an English sentence: keep it.
+            # Our own validators raise ValueError with an English sentence: keep it. It may
+            # quote the input ("Unknown country '{'"), so it is never filled in as a template.
             message = str(error.get("msg", "Invalid value.")).removeprefix("Value error, ")
             context = {}
-        try:
-            message.format(**context)
-        except (KeyError, IndexError):
-            context, message = {}, str(error.get("msg", "Invalid value."))
+        else:
+            try:
+                message.format(**context)
+            except (KeyError, IndexError):
+                context, message = {}, str(error.get("msg", "Invalid value."))
         result.append(FieldError(".".join(location) or "body", kind.upper(), message, context))
     return result
 

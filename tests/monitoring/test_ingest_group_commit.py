@@ -252,7 +252,7 @@ def test_a_critical_reading_in_a_group_raises_its_alert_with_guidance(engine, ac
 
 def _committer_of(app: Any) -> GroupCommit[SmallBatch, bytes]:
     committers = getattr(app.state, group_commit.APP_STATE_KEY)
-    return next(iter(committers.values()))  # type: ignore[no-any-return]
+    return next(iter(committers.values()))
 
 
 def test_the_route_writes_small_bodies_by_the_group_commit_and_large_ones_alone(

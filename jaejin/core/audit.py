@@ -497,6 +497,30 @@ def verify_chain(session: Session, *, now: datetime | None = None,
     return report
 
 
+def altered_entries(session: Session, entries: Sequence[AuditEntry]) -> set[int]:
+    """The ids of those sealed `entries` that no longer match their seal: content changed since,
+    or the entry before them in their chain missing or changed (one query for those).
+
+    A cheap check of what a page shows; `verify_chain` checks everything."""
+    sealed = [(entry, entry.chain, entry.sequence) for entry in entries
+              if entry.chain is not None and entry.sequence is not None]
+    wanted = [(chain, sequence - 1) for _, chain, sequence in sealed if sequence > 1]
+    before: dict[tuple[int, int], str | None] = {}
+    if wanted:
+        rows = session.execute(select(_LOG.c.chain, _LOG.c.sequence, _LOG.c.entry_hash).where(
+            tuple_(_LOG.c.chain, _LOG.c.sequence).in_(wanted))).all()
+        before = {(row.chain, row.sequence): row.entry_hash for row in rows}
+    altered: set[int] = set()
+    for entry, chain, sequence in sealed:
+        previous = GENESIS_HASH if sequence == 1 else before.get((chain, sequence - 1))
+        if (previous is None or entry.previous_hash != previous or entry.entry_hash is None
+                or not _hash_matches(_fields(chain, sequence, {
+                    name: getattr(entry, name) for name in _HASHED}), previous,
+                    entry.entry_hash)):
+            altered.add(entry.id)
+    return altered
+
+
 def seal_and_verify(engine: Engine, *, now: datetime | None = None) -> VerificationReport:
     """What an operator's check does: note the backlog, seal it, verify every chain."""
     with read_connection(engine) as connection:

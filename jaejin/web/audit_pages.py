@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import func, select
 
 from jaejin.core.accounts import Role
-from jaejin.core.audit import AuditEntry, AuditEvent, record_many, seal
+from jaejin.core.audit import AuditEntry, AuditEvent, altered_entries, record_many, seal
 from jaejin.core.authn import DbSession, Principal, requires
 from jaejin.core.errors import validation_problem
 from jaejin.core.i18n import N_
@@ -65,7 +65,7 @@ def audit_log(request: Request, principal: Auditor, db: DbSession,
     start, end, page = filters.start, filters.end, filters.page
     scope = principal.institutions_where(Role.AUDITOR, Role.INSTITUTION_ADMIN)
     # What is waiting is sealed first (in this transaction, committed before the page is
-    # shown), so the entries listed are already tamper-evident.
+    # shown), so the entries listed are tamper-evident and can be checked.
     seal(db)
     query = select(AuditEntry).where(AuditEntry.institution_id.in_(scope))
     if patient_id:
@@ -84,6 +84,8 @@ def audit_log(request: Request, principal: Auditor, db: DbSession,
     # Newest first (chain and sequence say where each is in its chain).
     entries = list(db.execute(query.order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc())
                               .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).scalars())
+    # The entries shown are checked against their seals (the whole trail: `jaejin audit verify`).
+    altered = altered_entries(db, entries)
     # Recorded under each institution searched, so its other auditors see who looked (one
     # INSERT for all of them).
     record_many(db, principal.audit_actor, [
@@ -92,5 +94,6 @@ def audit_log(request: Request, principal: Auditor, db: DbSession,
         for institution_id in sorted(scope)])
     db.commit()
     return render(request, "audit/log.html", principal, entries=entries, total=total, page=page,
+                  altered=altered,
                   pages=max(1, -(-total // PAGE_SIZE)), patient_id=patient_id or "", actor=actor,
                   action=action, start=start or "", end=end or "")

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from sqlalchemy import JSON, Engine, column, event, table, text
+from sqlalchemy import JSON, Engine, column, event, select, table, text
 
 from jaejin.core.accounts import Role
 from jaejin.core.audit import (
@@ -659,6 +659,36 @@ def test_the_page_seals_what_waits_before_listing_it(client, actors, trail):
     assert len(shown) == len(trail["a"]) and all(e.sealed for e in shown)
     for entry in shown:
         assert f'<td title="{entry.chain}:{entry.sequence}">{entry.id}</td>' in page.text
+
+
+def test_the_page_marks_an_entry_altered_since_it_was_sealed(client, actors, trail):
+    sign_in(client, actors.person("a", Role.AUDITOR))
+    patient = actors.patients["a"].id
+    first = client.get("/audit", params={"patient_id": patient})  # seals the trail
+    assert "Altered since it was sealed" not in first.text
+    edited, intact = trail["a"]
+    with client.app.state.engine.begin() as connection:
+        connection.execute(text("UPDATE audit_log SET purpose = 'research' WHERE id = :id"),
+                           {"id": edited})
+    page = client.get("/audit", params={"patient_id": patient}).text
+    rows = dict(re.findall(r"<tr><td[^>]*>(\d+)</td>(.*?)</tr>", page, re.S))
+    assert "Altered since it was sealed" in rows[str(edited)]
+    assert "Altered since it was sealed" not in rows[str(intact)]
+
+
+def test_the_check_of_shown_entries_finds_edits_and_missing_predecessors(clean_database,
+                                                                         sealed_trail):
+    from jaejin.core.audit import altered_entries
+
+    by_sequence = {e.sequence: e.id for e in sealed_trail}
+    tamper(clean_database, "UPDATE audit_log SET outcome = 'failure' WHERE sequence = 2",
+           "DELETE FROM audit_log WHERE sequence = 4")
+    # Entry 2 was edited; entry 5's predecessor is gone. Unsealed entries are not judged.
+    write(clean_database, "unsealed")
+    with fresh(clean_database) as session:
+        shown = list(session.execute(select(AuditEntry)).scalars())
+        assert len(shown) == 5
+        assert altered_entries(session, shown) == {by_sequence[2], by_sequence[5]}
 
 
 def test_an_auditor_narrows_the_search_by_date(client, actors, trail):

@@ -201,12 +201,15 @@ def audit_verify() -> None:
     """Seal what is waiting, then recompute every hash chain; exit 1 if any entry was edited or
     deleted, or entries waited too long to be sealed (the sealer is not running)."""
     from jaejin.core.audit import seal_and_verify
+    from jaejin.core.database import utcnow
 
     report = seal_and_verify(get_engine())
     waiting = report.unsealed
     if waiting.entries:
-        typer.echo(f"{waiting.entries} entries were waiting to be sealed (oldest written "
-                   f"{waiting.oldest_at:%Y-%m-%d %H:%M:%S} UTC); sealed now")
+        waited = waiting.waited(utcnow()).total_seconds()
+        typer.echo(f"{waiting.entries} entries were waiting to be sealed, the oldest for "
+                   f"{waited:,.0f} s (written {waiting.oldest_at:%Y-%m-%d %H:%M:%S} UTC); "
+                   "sealed now")
     if report.intact:
         typer.echo(f"audit chain intact: {report.entries_checked} entries verified in "
                    f"{report.chains_checked} chains")

@@ -199,7 +199,7 @@ def test_audit_verify_seals_the_entries_waiting_first(jaejin, client, actors):
     waiting = len(audit_entries(client.app.state.engine))
     result = jaejin("audit", "verify")
     assert result.exit_code == 0, result.output
-    assert f"{waiting} entries were waiting to be sealed" in result.output
+    assert f"{waiting} entries were waiting to be sealed, the oldest for " in result.output
     assert f"audit chain intact: {waiting} entries verified in 1 chains" in result.output
     assert all(entry.sealed for entry in audit_entries(client.app.state.engine))
 

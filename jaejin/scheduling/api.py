@@ -83,8 +83,6 @@ def access(*roles: Role, scope: str) -> Any:
     return Depends(service.released(requires(*roles, scope=scope)))
 
 
-#: No session: the slot search opens one only when it reads records.
-SlotSearcher = Annotated[Principal, Depends(requires(*SEARCHERS, scope="scheduling.read"))]
 Booker = Annotated[Principal, access(*BOOKERS, scope="scheduling.write")]
 Viewer = Annotated[Principal, access(*VIEWERS, scope="scheduling.read")]
 Changer = Annotated[Principal, access(*CHANGERS, scope="scheduling.write")]
@@ -340,42 +338,115 @@ def answer_response(request: Request, answer: search.Answer) -> Response:
     return Response(answer.body, media_type=JSON, headers=headers)
 
 
-@api_router.get("/practitioners/{practitioner_id}/slots",
-            summary="Free slots of a practitioner, with the institution's and your zone's times")
-def search_slots(
-    request: Request, practitioner_id: int, principal: SlotSearcher,
-    start: date, end: date,
-    tz: Annotated[str, Query(max_length=64, description="IANA zone the dates are meant in")],
-    visit_type: Annotated[str, Query(max_length=40)],
-    mode: VisitMode = VisitMode.VIDEO,
-    patient_id: int | None = None,
-    interpreter_language: Annotated[str | None, Query(max_length=16)] = None,
-    institution_id: int | None = None,
-) -> Response:
-    """Slots starting on the dates `start`..`end` (inclusive) in `tz`.
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` inlined, for a hand-declared OpenAPI body."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
 
-    `interpreter_available` says whether an interpreter of the needed language is free for
-    the whole visit. The language is `interpreter_language`, or the patient's (`patient_id`,
-    or the caller's own record) when the practitioner does not speak it; then only slots with
-    a free interpreter are listed. Without a needed language it is false.
-    """
-    requested_zone: ZoneInfo = scheduling_call(principal, resolve_zone, tz)
-    if patient_id is None and interpreter_language is None and not _searches_as_patient(
-            principal):
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+class SlotQuery(BaseModel):
+    """The query of GET /api/v1/practitioners/{id}/slots."""
+
+    start: date = Field(description="The first date, meant in `tz`.")
+    end: date = Field(description="The last date (inclusive), meant in `tz`.")
+    tz: str = Field(max_length=64, description="IANA zone the dates are meant in")
+    visit_type: str = Field(max_length=40)
+    mode: VisitMode = VisitMode.VIDEO
+    patient_id: int | None = None
+    interpreter_language: str | None = Field(default=None, max_length=16)
+    institution_id: int | None = None
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters of a model's fields, for a route that parses its query itself."""
+    schema = _inline_schema(model)
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, field_schema in schema["properties"].items():
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required,
+                                     "schema": {key: value for key, value in field_schema.items()
+                                                if key != "description"}}
+        if "description" in field_schema:
+            parameter["description"] = field_schema["description"]
+        parameters.append(parameter)
+    return parameters
+
+
+async def _caller(request: Request, roles: tuple[Role, ...], scope: str) -> Principal:
+    """`requires(*roles, scope=scope)` without dependencies: a known caller (a client token
+    verified a moment ago) costs no database; another is looked up in a worker thread by a
+    short read of its own."""
+    if known_principal(request) is None:
+        await run_in_threadpool(resolve_principal, request)
+    principal = await require_principal(request)
+    if not principal.roles & set(roles):
+        raise Problem(403, "FORBIDDEN", N_("Your role does not allow this."))
+    if not principal.has_scope(scope):
+        raise Problem(403, "INSUFFICIENT_SCOPE", N_("This client lacks the scope {scope}."),
+                      params={"scope": scope})
+    return principal
+
+
+@api_router.get(
+    "/practitioners/{practitioner_id}/slots",
+    summary="Free slots of a practitioner, with the institution's and your zone's times",
+    description="""Slots starting on the dates `start`..`end` (inclusive) in `tz`.
+
+`interpreter_available` says whether an interpreter of the needed language is free for the
+whole visit. The language is `interpreter_language`, or the patient's (`patient_id`, or the
+caller's own record) when the practitioner does not speak it; then only slots with a free
+interpreter are listed. Without a needed language it is false.
+
+The answer carries an ETag: send it back in If-None-Match to be told 304 Not Modified.""",
+    # The query is parsed here, not by FastAPI: see the route.
+    openapi_extra={"parameters": _query_parameters(SlotQuery)},
+)
+async def search_slots(request: Request, practitioner_id: int) -> Response:
+    # No dependencies and one model for the query (FastAPI's per-parameter work and its
+    # dependency solving cost more than answering a cached search): the caller first, as a
+    # dependency would have it, then the query, then the search in one worker thread.
+    principal = await _caller(request, SEARCHERS, "scheduling.read")
+    try:
+        query = SlotQuery.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise validation_problem([{**item, "loc": ("query", *item["loc"])}
+                                  for item in error.errors()]) from None
+    return await run_in_threadpool(_search_slots, request, principal, practitioner_id, query)
+
+
+def _search_slots(request: Request, principal: Principal, practitioner_id: int,
+                  query: SlotQuery) -> Response:
+    requested_zone: ZoneInfo = scheduling_call(principal, resolve_zone, query.tz)
+    if query.patient_id is None and query.interpreter_language is None and not (
+            _searches_as_patient(principal)):
         # Nobody's record is read: answered from the cache, through a read that takes no lock.
         with read_connection(_engine(request)) as connection:
             answer: search.Answer = scheduling_call(
                 principal, search.cached_free_slots, connection,
                 institutions_seen=service.institutions_seen_by(principal),
-                practitioner_id=practitioner_id, requested_institution=institution_id,
-                visit_type_code=visit_type, mode=mode, start_date=start, end_date=end,
-                requested_zone=requested_zone, now=utcnow())
+                practitioner_id=practitioner_id, requested_institution=query.institution_id,
+                visit_type_code=query.visit_type, mode=query.mode, start_date=query.start,
+                end_date=query.end, requested_zone=requested_zone, now=utcnow())
         return answer_response(request, answer)
     with session_factory(_engine(request))() as db:
         try:
             return _search_with_records(
-                request, db, principal, practitioner_id, start, end, requested_zone,
-                visit_type, mode, patient_id, interpreter_language, institution_id)
+                request, db, principal, practitioner_id, query.start, query.end,
+                requested_zone, query.visit_type, query.mode, query.patient_id,
+                query.interpreter_language, query.institution_id)
         finally:
             db.rollback()
 
@@ -412,25 +483,6 @@ def _search_with_records(
 
 
 # --------------------------------------------------------------------------- appointments
-
-
-def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON schema with its `$defs` inlined, for a hand-declared OpenAPI body."""
-    schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            reference = node.get("$ref")
-            if isinstance(reference, str) and reference.startswith("#/$defs/"):
-                return resolve(definitions[reference.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(value) for value in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
 
 
 async def _booker(request: Request) -> Principal:

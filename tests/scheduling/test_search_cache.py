@@ -122,6 +122,15 @@ def test_bad_input_is_refused_even_when_an_answer_is_cached(client, world, syste
     assert problem(too_long)["code"] == "RANGE_TOO_LONG"
     assert problem(_search(client, system_a, world, visit_type="massage"))["code"] == \
         "UNKNOWN_VISIT_TYPE"
+    not_a_date = problem(_search(client, system_a, world, start="24.11.2026"))
+    assert not_a_date["code"] == "VALIDATION_FAILED"
+    assert [error["field"] for error in not_a_date["errors"]] == ["query.start"]
+    missing = problem(client.get(f"/api/v1/practitioners/{world.practitioner_a}/slots",
+                                 params={"start": world.day.isoformat()}, headers=system_a))
+    assert {error["field"] for error in missing["errors"]} == {"query.end", "query.tz",
+                                                               "query.visit_type"}
+    unknown_mode = problem(_search(client, system_a, world, mode="telepathy"))
+    assert [error["field"] for error in unknown_mode["errors"]] == ["query.mode"]
 
 
 def test_a_client_holding_the_answer_is_told_it_has_not_changed(client, world, system_a):

@@ -38,7 +38,8 @@ import orjson
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel
-from sqlalchemy import Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Engine, Integer, and_, any_, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
@@ -421,22 +422,30 @@ class SmallBatch:
     received_at: datetime
 
 
-#: `_WRITE_CONTEXT` of every patient of a group, in one query.
-_WRITE_CONTEXTS: Final = (
-    select(Patient.id.label("patient_id"), Patient.institution_id, Patient.user_id,
-           Patient.preferred_language, Patient.current_country, Patient.time_zone,
-           CarePlanRow.template, CarePlanRow.overrides)
+#: `_WRITE_CONTEXT` of every patient of a group, in one query, per dialect: on PostgreSQL
+#: `= ANY(array)`, one statement text whatever the number of patients (psycopg prepares it
+#: once, PostgreSQL plans it once), where `IN (...)` would be a new statement per count.
+_WRITE_CONTEXTS: Final = {
+    dialect: select(Patient.id.label("patient_id"), Patient.institution_id, Patient.user_id,
+                    Patient.preferred_language, Patient.current_country, Patient.time_zone,
+                    CarePlanRow.template, CarePlanRow.overrides)
     .outerjoin(CarePlanRow, and_(CarePlanRow.patient_id == Patient.id, CarePlanRow.active))
-    .where(Patient.id.in_(bindparam("patient_ids", expanding=True)))
-)
+    .where(condition)
+    for dialect, condition in (
+        ("postgresql", Patient.id == any_(bindparam("patient_ids", type_=ARRAY(Integer)))),
+        ("sqlite", Patient.id.in_(bindparam("patient_ids", expanding=True))),
+    )
+}
 
 
 def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[bytes | Refused]:
     """`group_commit.WriteJobs` of the readings route: per batch its JSON answer, or its
     refusal; the readings of all batches in one insert, an audit entry per batch."""
     # Core, not the session's ORM execution: a plain row per patient.
-    found = {row.patient_id: row for row in db.connection().execute(
-        _WRITE_CONTEXTS, {"patient_ids": sorted({one.patient_id for one in batches})})}
+    connection = db.connection()
+    found = {row.patient_id: row for row in connection.execute(
+        _WRITE_CONTEXTS[connection.dialect.name],
+        {"patient_ids": sorted({one.patient_id for one in batches})})}
     outcomes: list[bytes | Refused | None] = []
     accepted: list[tuple[int, SmallBatch, IngestPatient]] = []
     requests: list[IngestRequest] = []

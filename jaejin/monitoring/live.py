@@ -232,12 +232,22 @@ class AcceptedReadings:
     received_at: datetime
 
 
-#: `_OPEN_MISSING_DATA` of several patients at once (a group commit's).
-_PATIENTS_WITH_OPEN_MISSING_DATA: Final = text(
-    f"SELECT DISTINCT patient_id FROM {AlertRow.__tablename__} "  # noqa: S608 - constants
-    f"WHERE patient_id IN :patient_ids AND status <> '{AlertStatus.RESOLVED}' "
-    f"AND kind = '{AlertKind.MISSING_DATA.value}'"
-).bindparams(bindparam("patient_ids", expanding=True))
+def _patients_with_open_missing_data(patients: str) -> str:
+    return (
+        f"SELECT DISTINCT patient_id FROM {AlertRow.__tablename__} "  # noqa: S608 - constants
+        f"WHERE patient_id {patients} AND status <> '{AlertStatus.RESOLVED}' "
+        f"AND kind = '{AlertKind.MISSING_DATA.value}'"
+    )
+
+
+#: `_OPEN_MISSING_DATA` of several patients at once (a group commit's), per dialect: on
+#: PostgreSQL one statement text whatever the number of patients (prepared once).
+_PATIENTS_WITH_OPEN_MISSING_DATA: Final = {
+    "postgresql": text(_patients_with_open_missing_data(
+        "= ANY(CAST(:patient_ids AS integer[]))")),
+    "sqlite": text(_patients_with_open_missing_data("IN :patient_ids")).bindparams(
+        bindparam("patient_ids", expanding=True)),
+}
 
 
 def readings_accepted_many(db: Session, accepted: Sequence[AcceptedReadings]) -> None:
@@ -249,7 +259,8 @@ def readings_accepted_many(db: Session, accepted: Sequence[AcceptedReadings]) ->
     if len(accepted) == 1:
         checked = {accepted[0].patient_id}
     else:
-        checked = set(db.execute(_PATIENTS_WITH_OPEN_MISSING_DATA, {
+        statement = _PATIENTS_WITH_OPEN_MISSING_DATA[db.get_bind().dialect.name]
+        checked = set(db.execute(statement, {
             "patient_ids": sorted({one.patient_id for one in accepted})}).scalars())
     for one in accepted:
         if one.patient_id in checked:

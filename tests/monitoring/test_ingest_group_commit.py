@@ -25,10 +25,14 @@ from jaejin.core.authn import Principal
 from jaejin.core.errors import Problem
 from jaejin.directory.store import Patient
 from jaejin.monitoring import group_commit
+from jaejin.monitoring.alerts import AlertKind
 from jaejin.monitoring.api import GROUP_COMMIT_MAX_BYTES, SmallBatch, write_small_batches
+from jaejin.monitoring.careplans import PlanTemplate
 from jaejin.monitoring.group_commit import GroupCommit, Refused
+from jaejin.monitoring.jobs import run_jobs
 from jaejin.monitoring.parsers import ImportContext, UnreadableInputError, parse_batch
 from jaejin.monitoring.store import ReadingRow
+from tests.monitoring.test_workflow_builders import add_plan, alerts_of, now_utc
 from tests.support import bearer, client_token, make_patient
 
 
@@ -299,3 +303,29 @@ def test_concurrent_requests_over_http_are_each_answered_with_their_own_readings
     created = sum(answer.json()["counts"]["created"] for answer in answers)
     assert created == len(patients)  # each patient's reading four times: stored once
     assert len(stored_keys(db)) == len(patients) + 1
+
+
+def test_a_reading_in_a_group_ends_its_own_patients_missing_data_alert_only(
+    engine, actors, db, patients
+):
+    patient, other = patients[0], patients[1]
+    # Enrolled 5 days ago, nothing sent since: the scheduled checks raised the alert.
+    add_plan(db, patient, PlanTemplate.HYPERTENSION, created_at=now_utc() - timedelta(days=5))
+    run_jobs(engine, now_utc())
+    (missing,) = [row for row in alerts_of(engine, patient)
+                  if row.kind == AlertKind.MISSING_DATA.value and row.status == "open"]
+    gateway = gateway_of(actors.a.id)
+    blood_pressure = {"readings": [{"idempotency_key": "ends-gap", "metric": "blood_pressure",
+                                    "systolic": 128, "diastolic": 82, "unit": "mmHg",
+                                    "effective_at": datetime.now(UTC).isoformat()}]}
+    committer = GroupCommit(engine, write_small_batches)
+    answers = write_together(committer, [
+        batch(other, gateway, {"readings": [heart_rate("unrelated")]}),
+        batch(patient, gateway, blood_pressure),
+    ])
+
+    assert [answer["counts"]["created"] for answer in answers] == [1, 1]
+    assert committer.groups_written == 1
+    (row,) = [one for one in alerts_of(engine, patient) if one.id == missing.id]
+    assert row.status == "resolved"
+    assert alerts_of(engine, other) == []

@@ -236,7 +236,14 @@ def record(session: Session, actor: AuditActor, event: AuditEvent) -> RecordedEn
 def record_many(session: Session, actor: AuditActor,
                 events: Iterable[AuditEvent]) -> list[RecordedEntry]:
     """Write several entries of one actor in one multi-row INSERT, in the order given."""
-    rows = [_values(actor, event) for event in events]
+    return record_entries(session, ((actor, event) for event in events))
+
+
+def record_entries(session: Session,
+                   entries: Iterable[tuple[AuditActor, AuditEvent]]) -> list[RecordedEntry]:
+    """Write entries of any actors (e.g. the requests of one group commit) in one multi-row
+    INSERT, in the order given."""
+    rows = [_values(actor, event) for actor, event in entries]
     if not rows:
         return []
     # One statement with every row in its VALUES (an executemany would be one per row on

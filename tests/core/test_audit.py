@@ -144,6 +144,25 @@ def test_recording_several_entries_at_once_is_one_insert(clean_database):
         assert record_many(session, AuditActor.system(), []) == []
 
 
+def test_entries_of_several_actors_are_one_insert_too(clean_database):
+    from jaejin.core.audit import record_entries
+
+    entries = [(AuditActor.system(f"gateway-{number}"), AuditEvent("create", "reading", None,
+                                                                   number))
+               for number in range(1, 4)]
+    with session_factory(clean_database)() as session:
+        session.connection()
+        with statements(clean_database) as sent:
+            written = record_entries(session, entries)
+        session.commit()
+    assert len(sent) == 1, sent
+    stored = audit_entries(clean_database)
+    assert [e.id for e in stored] == [w.id for w in written]
+    assert [(e.actor_id, e.patient_id) for e in stored] == [
+        ("gateway-1", 1), ("gateway-2", 2), ("gateway-3", 3)]
+    assert [e.resource_id for e in sealed_and_intact(clean_database)] == [None] * 3
+
+
 def test_an_entry_rolled_back_with_its_change_leaves_nothing_to_seal(clean_database):
     engine = clean_database
     with session_factory(engine)() as session:

@@ -4,6 +4,8 @@ Routes (all answers JSON; errors are problem details with a stable `code`):
 
 * `POST /api/v1/monitoring/patients/{patient_id}/readings`: a JSON batch (`parsers.json_batch`),
   answered item by item, with alerts, guidance and the emergency number for critical readings;
+  small batches (a device's one reading) are written by the process's group commit
+  (`group_commit`), together with the others arriving meanwhile, and answered after its commit;
 * `GET  /api/v1/monitoring/patients/{patient_id}/readings`: the patient's readings, paged;
 * `POST /api/v1/monitoring/patients/{patient_id}/uploads`: a CSV file or an Apple Health export
   (multipart field `file`), imported in the background; `GET /api/v1/monitoring/uploads/{id}`
@@ -452,10 +454,11 @@ def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[byte
     for batch in batches:
         try:
             row = _permitted(batch.principal, found.get(batch.patient_id), Access.WRITE)
-            if batch.unreadable is not None:
-                raise batch.unreadable
         except Problem as problem:
             outcomes.append(Refused(problem))
+            continue
+        if batch.unreadable is not None:
+            outcomes.append(Refused(batch.unreadable))
             continue
         patient = IngestPatient(row.patient_id, row.institution_id, row.preferred_language,
                                 row.current_country, row.time_zone)

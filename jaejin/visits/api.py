@@ -95,8 +95,9 @@ def _atc_code(value: str | None) -> str | None:
     return code
 
 
-def _trimmed(value: str) -> str:
-    return value.strip()
+def _trimmed(value: object) -> object:
+    # Anything but text goes on to pydantic, which says it must be text (422), not a 500.
+    return value.strip() if isinstance(value, str) else value
 
 
 Trimmed = BeforeValidator(_trimmed)

@@ -183,6 +183,22 @@ def test_bad_input_names_the_field_and_stores_nothing(client: Any, db: Session,
     assert stored(db, visit.id) == []
 
 
+@pytest.mark.parametrize("not_text", [{"name": "amlodipine"}, ["amlodipine"], 5, True])
+def test_a_text_field_sent_as_something_else_is_refused_and_nothing_is_stored(
+        client: Any, db: Session, cast: Cast, not_text: Any) -> None:
+    visit = in_call(db, cast)
+    headers = clinician(db, cast)
+
+    response = prescribe(client, visit, headers, ingredient=not_text, strength=not_text,
+                         days_supply=7)
+
+    assert response.status_code == 422
+    errors = problem(response)["errors"]
+    assert {error["field"] for error in errors} == {"ingredient", "strength"}
+    assert {error["code"] for error in errors} == {"STRING_TYPE"}
+    assert stored(db, visit.id) == []
+
+
 # --------------------------------------------------------------------------- days and minors
 
 

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -16,8 +17,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from jaejin.core.config import Settings
-from jaejin.core.database import read_connection
-from jaejin.scheduling import search
+from jaejin.core.database import read_connection, utcnow
+from jaejin.directory.store import Institution, Practitioner
+from jaejin.scheduling import search, service
 from jaejin.scheduling.model import VisitMode
 from jaejin.scheduling.store import bump_calendar
 from tests.scheduling.test_booking_fixtures import SEOUL, SchedulingWorld
@@ -202,3 +204,33 @@ def _fresh_answers() -> None:
     """Each test starts with nothing cached (answers of earlier tests are keyed by versions
     that no longer exist, but a clean start makes each test say what it means)."""
     search.forget_answers()
+
+
+@pytest.mark.parametrize(("zone", "days_ahead", "days"), [
+    ("Asia/Seoul", 0, 1), ("America/New_York", 0, 10), ("Pacific/Kiritimati", 2, 31)])
+def test_a_cached_answer_is_the_search_computed_from_the_records(
+        client, engine, world, system_a, zone, days_ahead, days):
+    """The cached path answers exactly what the computed one does (busy days, days cut by the
+    zone's midnight, today's slots already begun), the first time and from the cache."""
+    for clock, later, extra in (("10:00", 0, {}), ("11:30", 0, {}),
+                                ("09:00", 1, {"mode": "in_person",
+                                              "visit_type": "in_person_follow_up"})):
+        body = world.booking(clock, **extra) | {"start": world.at(clock, later).isoformat()}
+        assert client.post("/api/v1/appointments", json=body,
+                           headers=system_a).status_code == 201
+    first = datetime.now(ZoneInfo(zone)).date() + timedelta(days=days_ahead)
+    params = {"tz": zone, "start": first.isoformat(),
+              "end": (first + timedelta(days=days - 1)).isoformat()}
+    computed, cached = (_search(client, system_a, world, **params) for _ in range(2))
+    with Session(engine) as db:
+        practitioner = db.get(Practitioner, world.practitioner_a)
+        institution = db.get(Institution, world.a)
+        assert practitioner is not None and institution is not None
+        schedule = service.schedule_for(db, practitioner, institution, "follow_up",
+                                        VisitMode.VIDEO)
+        slots = service.find_slots(db, schedule, first, first + timedelta(days=days - 1),
+                                   ZoneInfo(zone), now=utcnow(), interpreter_language=None)
+        expected = orjson.loads(service.slots_wire(slots, schedule.zone, ZoneInfo(zone)))
+    assert computed.status_code == cached.status_code == 200
+    assert computed.json() == cached.json() == expected
+    assert cached.headers["ETag"] == computed.headers["ETag"]

@@ -40,7 +40,17 @@ import orjson
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel
-from sqlalchemy import Engine, Integer, and_, any_, bindparam, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Integer,
+    and_,
+    any_,
+    bindparam,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
@@ -62,6 +72,7 @@ from jaejin.core.errors import Problem, forbidden, not_found, request_language
 from jaejin.core.i18n import N_, translate
 from jaejin.directory.store import Patient
 from jaejin.monitoring import group_commit
+from jaejin.monitoring.alerts import AlertKind
 from jaejin.monitoring.careplans import CarePlan
 from jaejin.monitoring.group_commit import Refused
 from jaejin.monitoring.ingest import (
@@ -88,6 +99,8 @@ from jaejin.monitoring.parsers import (
 )
 from jaejin.monitoring.readings import Metric
 from jaejin.monitoring.store import (
+    AlertRow,
+    AlertStatus,
     CarePlanRow,
     NightscoutSecretRow,
     ReadingChannel,
@@ -424,13 +437,23 @@ class SmallBatch:
     received_at: datetime
 
 
+#: Whether the patient has an open missing-data alert, which a new reading may end: nearly
+#: never, and read with the patient it costs no statement of its own. The conditions literal, so
+#: that PostgreSQL uses the partial index of open episodes.
+_MISSING_DATA_OPEN: Final = (
+    select(AlertRow.id).where(
+        AlertRow.patient_id == Patient.id,
+        AlertRow.status != literal_column(f"'{AlertStatus.RESOLVED}'"),
+        AlertRow.kind == literal_column(f"'{AlertKind.MISSING_DATA.value}'"),
+    ).exists().label("missing_data_open")
+)
 #: `_WRITE_CONTEXT` of every patient of a group, in one query, per dialect: on PostgreSQL
 #: `= ANY(array)`, one statement text whatever the number of patients (psycopg prepares it
 #: once, PostgreSQL plans it once), where `IN (...)` would be a new statement per count.
 _WRITE_CONTEXTS: Final = {
     dialect: select(Patient.id.label("patient_id"), Patient.institution_id, Patient.user_id,
                     Patient.preferred_language, Patient.current_country, Patient.time_zone,
-                    CarePlanRow.template, CarePlanRow.overrides)
+                    CarePlanRow.template, CarePlanRow.overrides, _MISSING_DATA_OPEN)
     .outerjoin(CarePlanRow, and_(CarePlanRow.patient_id == Patient.id, CarePlanRow.active))
     .where(condition)
     for dialect, condition in (
@@ -466,7 +489,8 @@ def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[byte
         outcomes.append(None)
         requests.append(IngestRequest(patient, batch.items, ReadingChannel.JSON,
                                       plan=plan_of(row.template, row.overrides),
-                                      received_at=batch.received_at))
+                                      received_at=batch.received_at,
+                                      missing_data_open=bool(row.missing_data_open)))
     results = ingest_many(db, requests) if requests else []
     for (position, batch, patient), result in zip(accepted, results, strict=True):
         audit_ingest(db, batch.principal.audit_actor, patient, ReadingChannel.JSON, result)

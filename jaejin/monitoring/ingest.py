@@ -803,6 +803,9 @@ class IngestRequest:
     key_prefix: str | None = None
     plan: CarePlan | None = None
     received_at: datetime | None = None
+    #: Whether the patient has an open missing-data alert, when the caller read it already;
+    #: None: looked up (`live.readings_accepted_many`).
+    missing_data_open: bool | None = None
 
 
 @dataclass(slots=True)
@@ -900,7 +903,8 @@ def ingest_many(db: Session, requests: Sequence[IngestRequest]) -> list[IngestRe
             outcome.emergency = _emergency(patient, signals)
         # A normal reading still ends missing-data alerts and moves the triage list.
         accepted.append(AcceptedReadings(patient.institution_id, patient.patient_id,
-                                         [reading for _, reading in created], one.received_at))
+                                         [reading for _, reading in created], one.received_at,
+                                         one.request.missing_data_open))
     readings_accepted_many(db, accepted)
     return outcomes
 

@@ -230,6 +230,9 @@ class AcceptedReadings:
     patient_id: int
     readings: Sequence[Reading]
     received_at: datetime
+    #: Whether the patient has an open missing-data alert, when the caller read it already
+    #: (with the patient); None: looked up here.
+    missing_data_open: bool | None = None
 
 
 def _patients_with_open_missing_data(patients: str) -> str:
@@ -252,18 +255,17 @@ _PATIENTS_WITH_OPEN_MISSING_DATA: Final = {
 
 def readings_accepted_many(db: Session, accepted: Sequence[AcceptedReadings]) -> None:
     """`readings_accepted` for several requests in one transaction: one query tells which of
-    their patients have an open missing-data alert at all (nearly always none)."""
+    their patients have an open missing-data alert at all (nearly always none), unless the
+    caller knows already."""
     accepted = [one for one in accepted if one.readings]
-    if not accepted:
-        return
-    if len(accepted) == 1:
-        checked = {accepted[0].patient_id}
-    else:
+    unknown = {one.patient_id for one in accepted if one.missing_data_open is None}
+    if len(unknown) > 1:
         statement = _PATIENTS_WITH_OPEN_MISSING_DATA[db.get_bind().dialect.name]
-        checked = set(db.execute(statement, {
-            "patient_ids": sorted({one.patient_id for one in accepted})}).scalars())
+        unknown &= set(db.execute(statement, {"patient_ids": sorted(unknown)}).scalars())
+    # A single unknown patient is left for `end_missing_data`'s own query to decide.
     for one in accepted:
-        if one.patient_id in checked:
+        if one.missing_data_open or (one.missing_data_open is None
+                                     and one.patient_id in unknown):
             end_missing_data(db, one.patient_id, one.readings, one.received_at)
         queue_triage_refresh(db, one.institution_id, one.patient_id)
 

@@ -988,11 +988,12 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
     answer).
 
     The hot path in statements: one read of everything the decision needs (patient,
-    institution, practitioner, the version of their hours, the latest diagnosis, and whether
-    the time is already held: a taken slot is answered from it, before anything is written),
-    the policy engine's reads for a video visit, then one INSERT each for the appointment, its
-    occupancy blocks and its outbox rows, and the audit entry. The occupancy's UNIQUE
-    constraint still decides between simultaneous bookings.
+    institution, practitioner, the version of their hours, the latest diagnosis, whether the
+    time is already held: a taken slot is answered from it, before anything is written; and on
+    PostgreSQL the new appointment's id), the policy engine's one read for a video visit, then
+    the appointment, its occupancy blocks and its outbox rows (one statement on PostgreSQL, one
+    INSERT each on SQLite: `store.write_booking`), the practitioner's calendar version and the
+    audit entry. The occupancy's UNIQUE constraint still decides between simultaneous bookings.
     """
     now = now or utcnow()
     lang = principal.language

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,10 +66,15 @@ def totp_provisioning_uri(secret: str, account: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name=TOTP_ISSUER)
 
 
+_TOTP_CODE = re.compile(r"[0-9]{6}")
+
+
 def verify_totp(secret: str, code: str, now: datetime, last_used_step: int | None) -> int | None:
     """The matched time step, or None; a step already used is refused (no replay)."""
     cleaned = code.replace(" ", "").strip()
-    if not cleaned.isdigit() or len(cleaned) != 6:
+    # ASCII digits only: str.isdigit passes "²" or "١", which hmac.compare_digest refuses
+    # (TypeError) where it should simply not match.
+    if not _TOTP_CODE.fullmatch(cleaned):
         return None
     totp = pyotp.TOTP(secret)
     current_step = int(now.timestamp()) // totp.interval

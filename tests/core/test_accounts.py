@@ -382,6 +382,20 @@ def test_a_wrong_two_factor_code_keeps_the_door_shut(client, actors):
     assert client.get("/api/v1/institutions").status_code == 401
 
 
+@pytest.mark.parametrize("code", ["²²²²²²", "١٢٣٤٥٦", "１２３４５６"])
+def test_a_two_factor_code_in_other_digits_is_just_wrong(client, actors, code):
+    """Superscript, Arabic-Indic or full-width digits pass str.isdigit but are no code."""
+    person = actors.person("a", Role.CLINICIAN)
+    post_login(client, person.email, PASSWORD)
+    form = client.get("/login/two-factor")
+    response = client.post("/login/two-factor",
+                           data={"code": code, "csrf_token": csrf_from(form.text)},
+                           follow_redirects=False)
+    assert response.status_code == 401
+    assert "That code is not right." in response.text
+    assert client.get("/api/v1/institutions").status_code == 401
+
+
 def test_guessing_two_factor_codes_is_throttled_even_for_the_right_code(client, actors):
     person = actors.person("a", Role.CLINICIAN)
     post_login(client, person.email, PASSWORD)

@@ -717,6 +717,14 @@ def _own_patient(db: Session, principal: Principal, patient_id: int | None) -> P
     raise not_found("patient")
 
 
+def _own_patient_named(db: Session, principal: Principal, raw_id: str) -> Patient:
+    """The caller's record a form names (their first when it names none). A value that is no
+    record id names no record of theirs: ASCII digits only, as int() refuses "²"."""
+    if raw_id and not (raw_id.isascii() and raw_id.isdigit()):
+        raise not_found("patient")
+    return _own_patient(db, principal, int(raw_id) if raw_id else None)
+
+
 @dataclass(frozen=True, slots=True)
 class PatientNotice:
     """What the patient reads about one of their open alerts."""
@@ -827,8 +835,7 @@ async def own_reading(request: Request, principal: PatientUser, db: DbSession) -
     form = await request.form()
 
     def work() -> Response:
-        raw_patient = str(form.get("patient_id", "")).strip()
-        record = _own_patient(db, principal, int(raw_patient) if raw_patient.isdigit() else None)
+        record = _own_patient_named(db, principal, str(form.get("patient_id", "")).strip())
         zone = _zone(record.time_zone)
         key = str(form.get("entry_key", "")).strip()[:64] or uuid.uuid4().hex
         item, reason = _manual_item(form, zone, key)
@@ -956,7 +963,7 @@ async def own_wound_photo(request: Request, principal: PatientUser, db: DbSessio
 
     def find(patient_field: str | None) -> Patient:
         raw = (patient_field or request.query_params.get("patient") or "").strip()
-        return _own_patient(db, principal, int(raw) if raw.isdigit() else None)
+        return _own_patient_named(db, principal, raw)
 
     return await _receive_photo(request, principal, db, find, False,
                                 "/monitoring/me?patient={patient_id}#wound-photos")

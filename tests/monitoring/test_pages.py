@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -324,6 +325,19 @@ def test_a_wrong_manual_entry_is_explained_and_nothing_is_stored(client, actors,
         "csrf_token": csrf, "metric": "heart_rate", "value": "70",
         "measured_at": (stamp + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")})
     assert future.status_code == 422
+    with session_factory(engine)() as session:
+        assert session.execute(select(ReadingRow)).first() is None
+
+
+@pytest.mark.parametrize("named", ["²", "x1", "99999999999999999999999"])
+def test_a_manual_entry_naming_no_record_of_the_patient_is_not_found_and_stores_nothing(
+        client, actors, engine, named):
+    csrf = sign_in(client, actors.person("a", Role.PATIENT))
+    stamp = now_utc().astimezone(ZoneInfo("Asia/Seoul"))
+    response = client.post("/monitoring/me/readings", data={
+        "csrf_token": csrf, "patient_id": named, "metric": "heart_rate", "value": "70",
+        "measured_at": stamp.strftime("%Y-%m-%dT%H:%M")}, follow_redirects=False)
+    assert response.status_code == 404, response.text[-2000:]
     with session_factory(engine)() as session:
         assert session.execute(select(ReadingRow)).first() is None
 

@@ -26,11 +26,11 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, FastAPI, WebSocket
+from fastapi import APIRouter, FastAPI, Path, WebSocket
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +41,7 @@ from jaejin.core.authn import client_address, resolve_principal
 from jaejin.core.config import Settings
 from jaejin.core.database import session_factory, utcnow
 from jaejin.core.errors import Problem
+from jaejin.directory.model import MAX_RECORD_ID
 from jaejin.visits import service, store
 from jaejin.visits.signalling import (
     Broker,
@@ -250,8 +251,14 @@ def _event_text(event: dict[str, Any]) -> str:
     return orjson.dumps(event).decode("utf-8")
 
 
+#: Bounded like the API's ids: one beyond any record is refused before the handshake (1008,
+#: as any malformed path), not looked up (SQLite cannot compare it, PostgreSQL's audit of the
+#: refusal could not store it).
+VisitId = Annotated[int, Path(ge=1, le=MAX_RECORD_ID)]
+
+
 @router.websocket("/visits/{visit_id}/ws")
-async def visit_socket(websocket: WebSocket, visit_id: int) -> None:
+async def visit_socket(websocket: WebSocket, visit_id: VisitId) -> None:
     verdict = await run_in_threadpool(admit, websocket, visit_id)
     if isinstance(verdict, Rejection):
         if verdict.explain:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
+from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocketDisconnect
 
 from jaejin.accounts.service import create_user
@@ -99,6 +100,10 @@ def test_people_who_are_not_this_visits_participants_are_refused_before_the_hand
     patient = start_session(db, cast.actors.person("a", Role.PATIENT).user.id)
     assert refused_code(client, url, {**patient, "origin": "https://evil.example"}) == 4403
     assert refused_code(client, "/visits/999999/ws", patient) == 4404
+    # An id beyond any record is a malformed path (as in the API), refused before any look-up.
+    for beyond_any_record in ("0", "2147483648", "99999999999999999999999", "9" * 100):
+        assert refused_code(client, f"/visits/{beyond_any_record}/ws",
+                            patient) == WS_1008_POLICY_VIOLATION
 
     refusals = audit_entries(db, resource_type="visit_room", outcome="refused")
     assert {entry.detail["reason"] for entry in refusals} >= {

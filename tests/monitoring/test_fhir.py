@@ -382,6 +382,16 @@ def test_reading_an_unknown_or_foreign_observation_is_not_found(client, actors):
     assert foreign.status_code == 404 and outcome(foreign)
 
 
+def test_the_openapi_schema_describes_the_fhir_bodies_read_by_hand(client):
+    """The FHIR creates read their body themselves (RawBody); the schema still says what to
+    send, for clients and for the API sweep (tests/test_api_fuzz.py)."""
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    single = paths["/fhir/R4/Observation"]["post"]["requestBody"]["content"][FHIR]["schema"]
+    assert single["properties"]["resourceType"]["enum"] == ["Observation"]
+    bundle_body = paths["/fhir/R4"]["post"]["requestBody"]["content"][FHIR]["schema"]
+    assert bundle_body["properties"]["entry"]["items"]["properties"]["resource"] == single
+
+
 def test_the_capability_statement_is_public_and_names_observation(client):
     response = client.get("/fhir/R4/metadata")
     assert response.status_code == 200

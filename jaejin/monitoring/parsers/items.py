@@ -9,12 +9,12 @@ raises `UnreadableInputError`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from functools import lru_cache
+from hashlib import sha256
 from types import MappingProxyType
 
 from jaejin.core.i18n import N_, translate
@@ -205,8 +205,7 @@ class ParsedItem:
     skipped: str | None = None
 
     def __post_init__(self) -> None:
-        filled = sum((bool(self.readings), bool(self.problems), self.skipped is not None))
-        if filled != 1:
+        if bool(self.readings) + bool(self.problems) + (self.skipped is not None) != 1:
             raise ValueError(
                 "a parsed item has exactly one of readings, problems or a skip reason"
             )
@@ -255,11 +254,12 @@ def glucose_loinc_after_conversion(loinc: str) -> str:
 
 def panel_identifier(patient_ref: str, effective_at: datetime, device: str | None,
                      values: Sequence[float]) -> str:
-    """A stable panel id: re-sending the same measurement yields the same id."""
-    material = "|".join(
-        [patient_ref, effective_at.isoformat(), device or "", *(repr(value) for value in values)]
-    )
-    return "bp-" + hashlib.sha256(material.encode()).hexdigest()[:20]
+    """A stable panel id: re-sending the same measurement yields the same id.
+
+    Stored with the readings: the text hashed must stay exactly as first released.
+    """
+    material = "|".join((patient_ref, effective_at.isoformat(), device or "", *map(repr, values)))
+    return "bp-" + sha256(material.encode()).hexdigest()[:20]
 
 
 def reading_fingerprint(reading: Reading) -> str:
@@ -277,18 +277,19 @@ _METRIC_TEXT: Mapping[Metric, str] = MappingProxyType({metric: metric.value for 
 
 
 def reading_digest(reading: Reading) -> bytes:
-    """`reading_fingerprint` as the 32 bytes of the digest."""
-    material = "|".join(
-        [
-            reading.patient_ref,
-            _METRIC_TEXT[reading.metric],
-            reading.loinc,
-            reading.effective_at.astimezone(UTC).isoformat(),
-            repr(round(reading.value, 6)),
-            reading.source_device or "",
-        ]
-    )
-    return hashlib.sha256(material.encode()).digest()
+    """`reading_fingerprint` as the 32 bytes of the digest.
+
+    Stored with every reading: the text hashed must stay exactly as first released (a test pins
+    it), or a re-sent reading would no longer match the copy stored before.
+    """
+    moment = reading.effective_at
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return sha256(
+        f"{reading.patient_ref}|{_METRIC_TEXT[reading.metric]}|{reading.loinc}|"
+        f"{moment.isoformat()}|{round(reading.value, 6)!r}|{reading.source_device or ''}"
+        .encode()
+    ).digest()
 
 
 def parse_instant(text: str, default_zone: tzinfo | None = None) -> datetime:

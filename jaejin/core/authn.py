@@ -218,20 +218,45 @@ class ClientTokenCache:
     signing out ends a session at once.
     """
 
+    #: Differently answered requests remembered per token (see `for_request`).
+    MAX_LOOKS = 16
+
     def __init__(self, ttl: float, max_entries: int = 4096) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, Principal]] = {}
+        # token -> (good until, principal, the principal as requests that look alike see it)
+        self._entries: dict[str, tuple[float, Principal, dict[tuple[str | None, ...],
+                                                              Principal]]] = {}
 
-    def get(self, token: str) -> Principal | None:
+    def _fresh(self, token: str) -> tuple[float, Principal, dict[tuple[str | None, ...],
+                                                                 Principal]] | None:
         entry = self._entries.get(token)
-        if entry is None:
-            return None
-        good_until, principal = entry
-        if time.time() >= good_until:
+        if entry is not None and time.time() >= entry[0]:
             self._entries.pop(token, None)
             return None
-        return principal
+        return entry
+
+    def get(self, token: str) -> Principal | None:
+        entry = self._fresh(token)
+        return entry[1] if entry is not None else None
+
+    def for_request(self, token: str, request: Request) -> Principal | None:
+        """The principal as this request sees it (`_for_this_request`): the same object for
+        every request with the same Accept-Language, address and User-Agent, because a copy
+        of the dataclass and a language negotiation cost more than the rest of the look-up."""
+        entry = self._fresh(token)
+        if entry is None:
+            return None
+        _good_until, principal, looks = entry
+        headers = request.headers
+        look = (headers.get("accept-language"), client_address(request),
+                headers.get("user-agent"))
+        seen = looks.get(look)
+        if seen is None:
+            if len(looks) >= self.MAX_LOOKS:
+                looks.clear()
+            seen = looks[look] = _for_this_request(principal, request)
+        return seen
 
     def keep(self, token: str, principal: Principal, expires_at: float) -> None:
         if self.ttl <= 0:
@@ -240,7 +265,7 @@ class ClientTokenCache:
             # Oldest first (dicts keep insertion order): a burst of new tokens evicts old ones.
             for stale in list(self._entries)[: self.max_entries // 4]:
                 self._entries.pop(stale, None)
-        self._entries[token] = (min(expires_at, time.time() + self.ttl), principal)
+        self._entries[token] = (min(expires_at, time.time() + self.ttl), principal, {})
 
     def clear(self) -> None:
         self._entries.clear()
@@ -277,8 +302,7 @@ def _known_client(request: Request) -> Principal | None:
     token = _bearer_token(request)
     if token is None:
         return None
-    known = client_token_cache(request.app).get(token)
-    return _for_this_request(known, request) if known is not None else None
+    return client_token_cache(request.app).for_request(token, request)
 
 
 def known_principal(request: Request) -> Principal | None:

@@ -270,11 +270,25 @@ def test_fingerprints_of_utc_and_whole_number_readings_keep_their_released_value
         "329db4fdc1368a88de485a0aaaa1771eb075f3e11473770ab6b2b3b35c179749")
 
 
-@pytest.mark.parametrize("odd", ODD_NUMBERS, ids=repr)
-def test_an_odd_number_is_answered_as_the_general_way_answers_it(odd: Any) -> None:
-    raw = {"idempotency_key": "k", "metric": "heart_rate", "value": odd, "unit": "bpm",
-           "effective_at": "2024-05-01T08:30:00+09:00"}
-    assert parse_batch([raw], context()) == [parse_batch_item(raw, 0, context(), "/0")]
+ODD_FIELDS = [
+    *(("value", odd) for odd in ODD_NUMBERS), *(("effective_at", odd) for odd in ODD_MOMENTS),
+    *(("unit", odd) for odd in ODD_UNITS + ODD_TEXTS),
+    *(("metric", odd) for odd in ODD_METRICS + ODD_TEXTS),
+    *(("idempotency_key", odd) for odd in ODD_TEXTS), *(("device", odd) for odd in ODD_TEXTS),
+    ("loinc", None), ("loinc", ""), ("loinc", "8867-4"), ("colour", "red"), ("systolic", 120),
+]
+
+
+@pytest.mark.parametrize(("field", "odd"), ODD_FIELDS, ids=repr)
+def test_an_odd_field_is_answered_as_the_general_way_answers_it(field: str, odd: Any) -> None:
+    raw = {"idempotency_key": "k", "metric": "heart_rate", "value": 72, "unit": "bpm",
+           "effective_at": "2024-05-01T08:30:00+09:00", "device": "Omron", field: odd}
+    general = parse_batch_item(raw, 0, context(), "/0")
+    quick = quick_item(raw, 0, context(), RECEIVED_AT + timedelta(minutes=5))
+    assert parse_batch([raw], context()) == [general]
+    if quick is not None:
+        assert (quick.key, quick.problems) == (general.key, general.problems)
+        _same_readings(quick.readings, general.readings)
 
 
 def _released_digest(reading: Reading) -> bytes:

@@ -49,7 +49,7 @@ from jaejin.core.authn import (
 )
 from jaejin.core.database import get_engine, read_connection, session_factory, utcnow
 from jaejin.core.errors import Problem, not_found, validation_problem
-from jaejin.core.i18n import N_
+from jaejin.core.i18n import LANGUAGE_TAG_LENGTH, N_
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
 from jaejin.scheduling import notifications, search, service, wire
@@ -366,7 +366,7 @@ class SlotQuery(BaseModel):
     visit_type: str = Field(max_length=40)
     mode: VisitMode = VisitMode.VIDEO
     patient_id: int | None = None
-    interpreter_language: str | None = Field(default=None, max_length=16)
+    interpreter_language: str | None = Field(default=None, max_length=LANGUAGE_TAG_LENGTH)
     institution_id: int | None = None
 
 

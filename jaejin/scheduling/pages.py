@@ -36,7 +36,7 @@ from jaejin.core.audit import AuditEvent
 from jaejin.core.authn import AppSettings, DbSession, Principal, audit, requires
 from jaejin.core.database import utcnow
 from jaejin.core.errors import Problem, not_found, request_language
-from jaejin.core.i18n import LANGUAGE_NAMES, N_, normalise_language, translate
+from jaejin.core.i18n import LANGUAGE_NAMES, LANGUAGE_TAG_LENGTH, N_, normalise_language, translate
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner, PractitionerRole
 from jaejin.policy.decision import Decision
 from jaejin.policy.vocabulary import DecisionKind
@@ -333,7 +333,7 @@ def book_form(request: Request, principal: Booker, db: DbSession,
               patient_id: int | None = None,
               practitioner_id: int | None = None,
               visit: Annotated[str, Query(max_length=60)] = "follow_up:video",
-              interpreter: Annotated[str, Query(max_length=16)] = "",
+              interpreter: Annotated[str, Query(max_length=LANGUAGE_TAG_LENGTH)] = "",
               tz: Annotated[str | None, Query(max_length=64)] = None) -> Response:
     lang = request_language(request)
     patient = _booking_patient(db, principal, patient_id)
@@ -412,7 +412,7 @@ def _slot_listing(db: Session, principal: Principal, lang: str, *, patient: Pati
 def book_slots(request: Request, principal: Booker, db: DbSession,
                practitioner_id: int,
                visit: Annotated[str, Query(max_length=60)] = "follow_up:video",
-               interpreter: Annotated[str, Query(max_length=16)] = "",
+               interpreter: Annotated[str, Query(max_length=LANGUAGE_TAG_LENGTH)] = "",
                tz: Annotated[str | None, Query(max_length=64)] = None,
                start: date | None = None,
                patient_id: int | None = None) -> Response:
@@ -463,7 +463,7 @@ def _parse_start(value: str) -> datetime:
 def book_confirm(request: Request, principal: Booker, db: DbSession,
                  practitioner_id: int, start: Annotated[str, Query(max_length=40)],
                  visit: Annotated[str, Query(max_length=60)] = "follow_up:video",
-                 interpreter: Annotated[str, Query(max_length=16)] = "",
+                 interpreter: Annotated[str, Query(max_length=LANGUAGE_TAG_LENGTH)] = "",
                  tz: Annotated[str | None, Query(max_length=64)] = None,
                  patient_id: int | None = None) -> Response:
     lang = request_language(request)
@@ -500,7 +500,7 @@ def book_submit(request: Request, principal: Booker, db: DbSession, settings: Ap
                 practitioner_id: Annotated[int, Form()],
                 start: Annotated[str, Form(max_length=40)],
                 visit: Annotated[str, Form(max_length=60)] = "follow_up:video",
-                interpreter: Annotated[str, Form(max_length=16)] = "",
+                interpreter: Annotated[str, Form(max_length=LANGUAGE_TAG_LENGTH)] = "",
                 tz: Annotated[str, Form(max_length=64)] = "",
                 patient_id: Annotated[int | None, Form()] = None) -> Response:
     lang = request_language(request)
@@ -736,7 +736,13 @@ def calendar_assign_interpreter(request: Request, appointment_id: int, principal
                                 interpreter_id: Annotated[str, Form(max_length=20)] = "",
                                 week: Annotated[str, Form(max_length=10)] = "") -> Response:
     access = service.appointment_access(db, principal, appointment_id)
-    chosen = int(interpreter_id) if interpreter_id.isdigit() else None
+    chosen: int | None = None
+    if interpreter_id:
+        # Only ASCII digits of a stored id: "²" passes str.isdigit and then fails int().
+        if not (interpreter_id.isascii() and interpreter_id.isdigit()
+                and 0 < int(interpreter_id) < 2**31):
+            raise not_found("interpreter")
+        chosen = int(interpreter_id)
     service.assign_interpreter(db, principal, access.appointment, chosen, settings=settings)
     db.commit()
     suffix = f"?week={week}" if week else ""

@@ -121,6 +121,21 @@ def test_coordinators_see_the_week_and_assign_interpreters(world: SchedulingWorl
     assert f'data-appointment="{booked["id"]}"' in row.split("</tr>")[0]
 
 
+def test_an_interpreter_id_that_is_no_record_id_is_not_found(world: SchedulingWorld, client,
+                                                              system_a, browser_for):
+    booked = client.post("/api/v1/appointments", json=world.booking(
+        "10:00", mode="in_person", visit_type="in_person_follow_up"), headers=system_a).json()
+    headers, session = browser_for(world.actors.person("a", Role.COORDINATOR))
+    # "²" passes str.isdigit() and then failed int() with a 500; 20 digits overflow the id.
+    for odd in ("\u00b2", "\u0661\u0662", "9" * 20, "x1", "-3"):
+        refused = session.post(f"/scheduling/appointments/{booked['id']}/interpreter", data={
+            "csrf_token": headers["X-CSRF-Token"], "interpreter_id": odd},
+            follow_redirects=False)
+        assert refused.status_code == 404, (odd, refused.text)
+    stored = client.get(f"/api/v1/appointments/{booked['id']}", headers=system_a).json()
+    assert stored["interpreter_id"] is None
+
+
 def test_practitioners_and_interpreters_see_their_own_schedule(world: SchedulingWorld, client,
                                                                system_a, browser_for):
     booked = client.post("/api/v1/appointments", json=world.booking(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -186,9 +186,13 @@ class Reading:
     effective_ts: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _require_aware("effective_at", self.effective_at)
-        _require_aware("received_at", self.received_at)
+        # A `datetime.timezone` (the zone of every parsed offset, and UTC) always has an offset:
+        # only other zones are asked, which costs each Reading a good share of its making.
+        if type(self.effective_at.tzinfo) is not timezone:
+            _require_aware("effective_at", self.effective_at)
         if self.received_at.tzinfo is not UTC:
+            if type(self.received_at.tzinfo) is not timezone:
+                _require_aware("received_at", self.received_at)
             object.__setattr__(self, "received_at", self.received_at.astimezone(UTC))
         object.__setattr__(self, "effective_ts", self.effective_at.timestamp())
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -148,6 +149,28 @@ def test_it_refuses_naive_datetimes():
         Reading("p", Metric.HEART_RATE, 60, "/min", "8867-4", NOW, None, naive)
     with pytest.raises(ValueError, match="timezone-aware"):
         validate_reading(reading(Metric.HEART_RATE, 60), naive)
+
+
+class _NoOffset(tzinfo):
+    """A zone that names no offset: a datetime in it is naive for Python."""
+
+    def utcoffset(self, moment: datetime | None) -> timedelta | None:
+        return None
+
+
+def test_it_refuses_a_zone_without_an_offset_and_accepts_any_zone_with_one():
+    no_offset = NOW.replace(tzinfo=_NoOffset())
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Reading("p", Metric.HEART_RATE, 60, "/min", "8867-4", no_offset, None, NOW)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Reading("p", Metric.HEART_RATE, 60, "/min", "8867-4", NOW, None, no_offset)
+    seoul = ZoneInfo("Asia/Seoul")
+    for zone in (seoul, timezone(timedelta(hours=-3, minutes=-30)), UTC):
+        moment = NOW.astimezone(zone)
+        stored = Reading("p", Metric.HEART_RATE, 60, "/min", "8867-4", moment, None, moment)
+        assert stored.effective_at.tzinfo is zone
+        assert stored.received_at == NOW and stored.received_at.tzinfo is UTC
+        assert stored.effective_ts == NOW.timestamp()
 
 
 def test_it_keeps_the_device_offset_and_stores_reception_in_utc():

@@ -56,7 +56,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from jaejin.core.accounts import Role
-from jaejin.core.audit import AuditActor, AuditEvent, record, record_entries
+from jaejin.core.audit import AuditActor, AuditEvent, record
 from jaejin.core.authn import (
     AppSettings,
     DbSession,
@@ -341,12 +341,6 @@ def audit_ingest(db: Session, actor: AuditActor, patient: IngestPatient, channel
                  result: IngestResult) -> None:
     """One audit entry per request and patient, with counts and the range of the new readings'
     ids (never one entry per reading)."""
-    record(db, actor, ingest_audit_event(patient, channel, result))
-
-
-def ingest_audit_event(patient: IngestPatient, channel: str,
-                       result: IngestResult) -> AuditEvent:
-    """The audit entry of one request's readings for one patient (see `audit_ingest`)."""
     detail: dict[str, Any] = {"channel": channel, **result.counts()}
     created = [
         reading_id for item in result.items if item.status is ItemStatus.CREATED
@@ -354,10 +348,10 @@ def ingest_audit_event(patient: IngestPatient, channel: str,
     ]
     if created:
         detail["reading_ids"] = {"first": min(created), "last": max(created)}
-    return AuditEvent(
+    record(db, actor, AuditEvent(
         "create", "monitoring_reading", None, patient.patient_id, patient.institution_id,
         detail=detail,
-    )
+    ))
 
 
 # ------------------------------------------------------------------------- JSON batch
@@ -471,8 +465,7 @@ _WRITE_CONTEXTS: Final = {
 
 def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[bytes | Refused]:
     """`group_commit.WriteJobs` of the readings route: per batch its JSON answer, or its
-    refusal; the readings of all batches in one insert, their audit entries (one per batch) in
-    another."""
+    refusal; the readings of all batches in one insert, an audit entry per batch."""
     # Core, not the session's ORM execution: a plain row per patient.
     connection = db.connection()
     found = {row.patient_id: row for row in connection.execute(
@@ -499,11 +492,8 @@ def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[byte
                                       received_at=batch.received_at,
                                       missing_data_open=bool(row.missing_data_open)))
     results = ingest_many(db, requests) if requests else []
-    # The group's audit entries, one per request, in one multi-row INSERT.
-    record_entries(db, [
-        (batch.principal.audit_actor, ingest_audit_event(patient, ReadingChannel.JSON, result))
-        for (_position, batch, patient), result in zip(accepted, results, strict=True)])
     for (position, batch, patient), result in zip(accepted, results, strict=True):
+        audit_ingest(db, batch.principal.audit_actor, patient, ReadingChannel.JSON, result)
         outcomes[position] = orjson.dumps(result_json(
             patient, result, batch.principal.language, batch.received_at))
     return [outcome for outcome in outcomes if outcome is not None]

@@ -53,7 +53,7 @@ API_PREFIXES = ("/api/", "/oauth2/", "/fhir/")
 
 
 def _is_page_request(request: Request) -> bool:
-    path = request.url.path
+    path: str = request.scope["path"]  # not request.url: every API refusal asks this first
     if path.startswith(API_PREFIXES) or path.startswith("/static/"):
         return False
     return "text/html" in request.headers.get("accept", "") or request.method == "GET"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -92,9 +93,10 @@ def forbidden() -> Problem:
 
 def request_language(request: Request) -> str:
     """The language to answer in: explicit ?lang, then the user's setting, cookie, browser."""
-    explicit = normalise_language(request.query_params.get("lang"))
-    if explicit:
-        return explicit
+    if request.scope.get("query_string"):  # most requests have none: nothing to parse
+        explicit = normalise_language(request.query_params.get("lang"))
+        if explicit:
+            return explicit
     chosen = getattr(request.state, "language", None)
     if chosen:
         # A person's own tag (`yue-Hant-HK`) answered in the catalogue that serves it.
@@ -179,17 +181,29 @@ def register_problem_renderer(applies: Callable[[Request], bool], render: Proble
         _renderers.append((applies, render))
 
 
+def request_path(scope: Scope) -> str:
+    """`request.url.path` without building the URL (host, query, a parse: a few microseconds on
+    every refusal): the path with the characters the URL escapes escaped alike."""
+    path: str = scope["path"]
+    if "?" in path or "#" in path or "\\" in path:
+        path = path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    return path
+
+
 async def render_problem(request: Request, problem: Problem) -> Response:
     for applies, render in _renderers:
         if applies(request):
             result = render(request, problem)
             return await result if isinstance(result, Awaitable) else result
-    return JSONResponse(
-        problem.body(request_language(request), request.url.path),
-        status_code=problem.status,
-        media_type=PROBLEM_MEDIA_TYPE,
-        headers=problem.headers,
-    )
+    body = problem.body(request_language(request), request_path(request.scope))
+    try:
+        # orjson writes what JSONResponse writes (compact, UTF-8 as is) in a fraction of the time.
+        content = orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits in `extra`: the standard library takes it
+        return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE,
+                            headers=problem.headers)
+    return Response(content, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE,
+                    headers=problem.headers)
 
 
 _STATUS_CODES = {

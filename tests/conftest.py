@@ -7,6 +7,7 @@ The Makefile runs the suite once per database; nothing here mocks the database o
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, MetaData, Table, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import jaejin.models  # noqa: F401  (every capability's models mapped before any test runs)
@@ -174,12 +176,23 @@ def _empty_all_tables(engine: Engine) -> None:
     `TRUNCATE ... RESTART IDENTITY` does, but in milliseconds where PostgreSQL's TRUNCATE of
     every table takes about half a second (measured: 0.4-0.7 s against 11-30 ms), per test."""
     schema = _schema(engine)
-    with engine.begin() as connection:
-        for table in schema.tables:
-            connection.execute(table.delete())
-        if schema.sequences:
-            restarts = ", ".join(f"setval('{name}', 1, false)" for name in schema.sequences)
-            connection.execute(text(f"SELECT {restarts}"))
+    # A live server of the test before may still finish a request (a browser's last call
+    # after the page closed) and commit a row that references one already deleted here; the
+    # foreign key then refuses the parent's DELETE. Emptying again after it settles is enough.
+    for attempt in range(5):
+        try:
+            with engine.begin() as connection:
+                for table in schema.tables:
+                    connection.execute(table.delete())
+                if schema.sequences:
+                    restarts = ", ".join(f"setval('{name}', 1, false)"
+                                         for name in schema.sequences)
+                    connection.execute(text(f"SELECT {restarts}"))
+            return
+        except IntegrityError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture

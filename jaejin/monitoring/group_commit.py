@@ -15,8 +15,12 @@ The guarantees are those of writing each request alone:
 * if the shared transaction fails, it is rolled back and every request of the group is written
   again alone, in a transaction of its own: one bad request never fails the others.
 
-One `GroupCommit` per application and event loop (`for_app`); the writes themselves run in a
-worker thread, one group at a time per process.
+One `GroupCommit` per application and event loop (`for_app`); the writes themselves run in
+worker threads. On PostgreSQL two groups may be under way at once, each in its own transaction:
+a group's COMMIT waits for the disk, and the requests arriving meanwhile need not wait for it
+before being written (concurrent groups are like the transactions of two processes: the unique
+constraints keep a reading sent to both stored once, and the loser answers it as a duplicate).
+SQLite writes one transaction at a time anyway: there one group is under way at a time.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ AnswerT = TypeVar("AnswerT")
 
 #: At most this many requests in one transaction (the readings of one group go in one insert).
 GROUP_MAX_JOBS: Final = 64
+#: At most this many groups being written at once per process and loop, on a database that
+#: writes transactions concurrently (PostgreSQL); each holds a connection.
+GROUPS_IN_FLIGHT: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +72,29 @@ class _Waiting(Generic[JobT, AnswerT]):
 @dataclass(slots=True)
 class _LoopQueue(Generic[JobT, AnswerT]):
     waiting: list[_Waiting[JobT, AnswerT]] = field(default_factory=list)
-    writing: bool = False
-    #: The task draining the queue (kept referenced: the loop holds tasks only weakly).
-    drainer: asyncio.Task[None] | None = None
+    #: Tasks draining the queue, each writing one group at a time; counted by the tasks
+    #: themselves (a done task leaves `drainers` only a turn of the loop later, when a job
+    #: submitted meanwhile must already start a new one).
+    draining: int = 0
+    #: Of those, the ones started and yet to take their first group: while one is, a new job
+    #: joins its group rather than starting another.
+    starting: int = 0
+    #: The draining tasks, kept referenced: the loop holds tasks only weakly.
+    drainers: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class GroupCommit(Generic[JobT, AnswerT]):
     """Jobs submitted while a group is being written are written together next."""
 
     def __init__(self, engine: Engine, write: WriteJobs[JobT, AnswerT],
-                 max_jobs: int = GROUP_MAX_JOBS) -> None:
+                 max_jobs: int = GROUP_MAX_JOBS, in_flight: int | None = None) -> None:
         self._engine = engine
         self._write = write
         self._max_jobs = max_jobs
+        #: Groups written at once at most (None: `GROUPS_IN_FLIGHT` where the database writes
+        #: transactions concurrently, else 1).
+        self.in_flight = in_flight if in_flight is not None else (
+            GROUPS_IN_FLIGHT if engine.dialect.name == "postgresql" else 1)
         self._queues: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, _LoopQueue[JobT, AnswerT]] = weakref.WeakKeyDictionary()
         #: Groups written and the jobs they held (to see how much grouping a load gets).
@@ -92,18 +109,26 @@ class GroupCommit(Generic[JobT, AnswerT]):
             queue = self._queues[loop] = _LoopQueue()
         answer: asyncio.Future[AnswerT] = loop.create_future()
         queue.waiting.append(_Waiting(job, answer))
-        if not queue.writing:
-            queue.writing = True
-            queue.drainer = loop.create_task(self._drain(queue))
+        if not queue.starting and queue.draining < self.in_flight:
+            queue.draining += 1
+            queue.starting += 1
+            drainer = loop.create_task(self._drain(queue))
+            queue.drainers.add(drainer)
+            drainer.add_done_callback(queue.drainers.discard)
         return await answer
 
     async def _drain(self, queue: _LoopQueue[JobT, AnswerT]) -> None:
         try:
             # Requests already read in this turn of the loop join the first group.
-            await asyncio.sleep(0)
+            try:
+                await asyncio.sleep(0)
+            finally:
+                queue.starting -= 1
             while queue.waiting:
                 group = queue.waiting[:self._max_jobs]
                 del queue.waiting[:self._max_jobs]
+                self.groups_written += 1
+                self.jobs_written += len(group)
                 try:
                     outcomes = await run_in_threadpool(self._write_group,
                                                        [one.job for one in group])
@@ -124,13 +149,10 @@ class GroupCommit(Generic[JobT, AnswerT]):
                     else:
                         waiting.answer.set_result(outcome)
         finally:
-            queue.writing = False
-            queue.drainer = None
+            queue.draining -= 1
 
     def _write_group(self, jobs: list[JobT]) -> list[Any]:
         """Per job its answer or the exception to raise; in a worker thread."""
-        self.groups_written += 1
-        self.jobs_written += len(jobs)
         try:
             return self._write_committed(jobs)
         except Exception:

@@ -7,6 +7,8 @@ when requests arrive while a group is being written."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -330,3 +332,53 @@ def test_a_reading_in_a_group_ends_its_own_patients_missing_data_alert_only(
     (row,) = [one for one in alerts_of(engine, patient) if one.id == missing.id]
     assert row.status == "resolved"
     assert alerts_of(engine, other) == []
+
+
+@pytest.mark.parametrize("processes", [2, 1], ids=["two processes", "one process"])
+def test_the_same_key_in_two_groups_written_at_once_is_stored_once(engine, actors, db,
+                                                                  processes):
+    """On PostgreSQL a second group is written while the first has yet to commit (by another
+    worker process, or by the same one: two groups in flight): the reading both send is stored
+    once (the unique constraint waits for the first), the second request answered as a retry,
+    not with an error."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite writes one transaction at a time")
+    gateway = gateway_of(actors.a.id)
+    sent = {"readings": [heart_rate("raced")]}
+    first_written = threading.Event()
+    second_started = threading.Event()
+
+    def write_slowly(session: Session, batches: Sequence[SmallBatch]) -> list[bytes | Refused]:
+        if first_written.is_set():
+            second_started.set()
+            return write_small_batches(session, batches)
+        outcomes = write_small_batches(session, batches)
+        first_written.set()
+        # Uncommitted until the second group has begun its own insert (which then waits).
+        second_started.wait(timeout=10)
+        time.sleep(0.2)
+        return outcomes
+
+    first_committer = GroupCommit(engine, write_slowly)
+    second_committer = (GroupCommit(engine, write_slowly) if processes == 2
+                        else first_committer)
+    assert first_committer.in_flight == 2
+
+    async def race() -> list[Any]:
+        async def second() -> bytes:
+            while not first_written.is_set():
+                await asyncio.sleep(0.01)
+            return await second_committer.submit(batch(actors.patients["a"], gateway, sent))
+
+        return await asyncio.gather(
+            first_committer.submit(batch(actors.patients["a"], gateway, sent)), second())
+
+    first, retry = (orjson.loads(one)["items"][0] for one in asyncio.run(race()))
+
+    assert second_started.is_set()
+    assert first_committer.jobs_written + (
+        second_committer.jobs_written if processes == 2 else 0) == 2
+    assert first["status"] == "created"
+    assert retry["status"] == "duplicate"
+    assert retry["reading_ids"] == first["reading_ids"]
+    assert stored_keys(db) == ["json:raced"]

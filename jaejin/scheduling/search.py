@@ -30,8 +30,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
-from jaejin.core.errors import Problem, not_found
-from jaejin.core.i18n import N_
 from jaejin.scheduling import service, wire
 from jaejin.scheduling.model import (
     Availability,
@@ -115,14 +113,7 @@ def cached_free_slots(
     visible = set(institutions_seen)
     if requested_institution is not None:
         visible &= {requested_institution}
-    places = search_places(connection, practitioner_id, visible)
-    if not places:
-        raise not_found("practitioner")
-    if len(places) > 1:
-        raise Problem(422, "INSTITUTION_REQUIRED",
-                      N_("This practitioner works at several of your institutions: say which "
-                         "one (institution_id)."))
-    place = places[0]
+    place = service.the_one_place(search_places(connection, practitioner_id, visible))
     visit_type = visit_type_by_code(visit_type_code)
     ensure_mode_offered(visit_type, mode)
     validate_date_range(start_date, end_date)

@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any, ParamSpec, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -288,6 +288,21 @@ def institutions_seen_by(principal: Principal) -> set[int]:
     return principal.institutions_where(Role.PATIENT, *VIEWING_STAFF)
 
 
+_Place = TypeVar("_Place")
+
+
+def the_one_place(places: Sequence[_Place]) -> _Place:
+    """The practitioner's one workplace the caller means: 404 when there is none they may see,
+    422 INSTITUTION_REQUIRED when several (the caller must say which)."""
+    if not places:
+        raise not_found("practitioner")
+    if len(places) > 1:
+        raise Problem(422, "INSTITUTION_REQUIRED",
+                      N_("This practitioner works at several of your institutions: say which "
+                         "one (institution_id)."))
+    return places[0]
+
+
 def choose_institution(db: Session, principal: Principal, practitioner_id: int,
                        requested: int | None) -> Institution:
     """The institution whose schedule of the practitioner is meant: the one asked for, or the
@@ -295,13 +310,7 @@ def choose_institution(db: Session, principal: Principal, practitioner_id: int,
     shared = set(practitioner_institutions(db, practitioner_id)) & institutions_seen_by(principal)
     if requested is not None:
         shared &= {requested}
-    if not shared:
-        raise not_found("practitioner")
-    if len(shared) > 1:
-        raise Problem(422, "INSTITUTION_REQUIRED",
-                      N_("This practitioner works at several of your institutions: say which "
-                         "one (institution_id)."))
-    institution = db.get(Institution, next(iter(shared)))
+    institution = db.get(Institution, the_one_place(sorted(shared)))
     assert institution is not None
     return institution
 
@@ -490,14 +499,7 @@ def search_schedule(db: Session, principal: Principal, practitioner_id: int,
     visible = institutions_seen_by(principal)
     if requested_institution is not None:
         visible &= {requested_institution}
-    places = practitioner_workplaces(db, practitioner_id, visible)
-    if not places:
-        raise not_found("practitioner")
-    if len(places) > 1:
-        raise Problem(422, "INSTITUTION_REQUIRED",
-                      N_("This practitioner works at several of your institutions: say which "
-                         "one (institution_id)."))
-    place = places[0]
+    place = the_one_place(practitioner_workplaces(db, practitioner_id, visible))
     hours_key, availability = hours_of_version(db, place.hours)
     return schedule_of(place.practitioner, place.institution, hours_key, availability,
                        visit_type_code, mode)

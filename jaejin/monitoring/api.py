@@ -39,7 +39,7 @@ from typing import Annotated, Any, Final, Protocol, TypeVar
 import orjson
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime
 from sqlalchemy import (
     Engine,
     Integer,
@@ -70,6 +70,7 @@ from jaejin.core.authn import client_address as request_address
 from jaejin.core.database import get_engine, session_factory, utcnow
 from jaejin.core.errors import Problem, forbidden, not_found, request_language
 from jaejin.core.i18n import N_, translate
+from jaejin.core.openapi import inline_schema
 from jaejin.directory.store import Patient
 from jaejin.monitoring import group_commit
 from jaejin.monitoring.alerts import AlertKind
@@ -355,25 +356,6 @@ def audit_ingest(db: Session, actor: AuditActor, patient: IngestPatient, channel
 
 
 # ------------------------------------------------------------------------- JSON batch
-
-
-def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON schema with its `$defs` inlined, for a hand-declared OpenAPI body."""
-    schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            reference = node.get("$ref")
-            if isinstance(reference, str) and reference.startswith("#/$defs/"):
-                return resolve(definitions[reference.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(value) for value in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
 
 
 @router.post(

@@ -50,6 +50,7 @@ from jaejin.core.authn import (
 from jaejin.core.database import get_engine, read_connection, session_factory, utcnow
 from jaejin.core.errors import Problem, not_found, validation_problem
 from jaejin.core.i18n import LANGUAGE_TAG_LENGTH, N_
+from jaejin.core.openapi import inline_schema
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
 from jaejin.scheduling import notifications, search, service, wire
@@ -338,25 +339,6 @@ def answer_response(request: Request, answer: search.Answer) -> Response:
     return Response(answer.body, media_type=JSON, headers=headers)
 
 
-def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON schema with its `$defs` inlined, for a hand-declared OpenAPI body."""
-    schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            reference = node.get("$ref")
-            if isinstance(reference, str) and reference.startswith("#/$defs/"):
-                return resolve(definitions[reference.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(value) for value in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
-
-
 class SlotQuery(BaseModel):
     """The query of GET /api/v1/practitioners/{id}/slots."""
 
@@ -372,7 +354,7 @@ class SlotQuery(BaseModel):
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """OpenAPI query parameters of a model's fields, for a route that parses its query itself."""
-    schema = _inline_schema(model)
+    schema = inline_schema(model)
     required = set(schema.get("required", ()))
     parameters = []
     for name, field_schema in schema["properties"].items():
@@ -503,7 +485,7 @@ async def _booker(request: Request) -> Principal:
     "/appointments", status_code=201, summary="Book an appointment",
     # The body is parsed here, not by FastAPI: see the route.
     openapi_extra={"requestBody": {"required": True, "content": {
-        JSON: {"schema": _inline_schema(AppointmentCreate)}}}},
+        JSON: {"schema": inline_schema(AppointmentCreate)}}}},
 )
 async def create_appointment(request: Request) -> Response:
     # No dependencies (each costs the busiest write of all a few dozen microseconds of the event

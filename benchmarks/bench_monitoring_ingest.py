@@ -288,7 +288,8 @@ def raw_copy_rate(url: str) -> tuple[float, int]:
 def measure_batches(world: World, server: Server, database: DatabaseCpu, token: str,
                     batches: int) -> None:
     requests, readings = batch_requests(world, token, batches)
-    warm, measured = requests[:8], requests[8:]
+    warm_up = max(1, min(8, len(requests) // 4))  # a short run keeps most batches to measure
+    warm, measured = requests[:warm_up], requests[warm_up:]
     timed(server, database, warm, concurrency=BATCH_CONNECTIONS)
     expected = readings - readings * len(warm) // len(requests)
     result, database_seconds = timed(server, database, measured,
@@ -530,13 +531,16 @@ def measure_trend(world: World, target: int, budget: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=200, help="1,000-item batches to send")
+    parser.add_argument("--batches", type=int, default=200,
+                        help="1,000-item batches to send (at least 2: one warms up)")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of a single round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trend-rows", type=int, default=10_000_000)
     parser.add_argument("--trend-budget", type=float, default=900.0, help="seconds")
     arguments = parser.parse_args()
+    if arguments.batches < 2:
+        parser.error("--batches must be at least 2")
     install_uvloop()
     with postgres_database("jaejin_bench_ingest") as url:
         world = prepare(url)

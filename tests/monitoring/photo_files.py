@@ -20,6 +20,15 @@ def phone_jpeg(width: int = 64, height: int = 48, *, colour=(190, 60, 60),
                orientation: int = 6) -> bytes:
     """A JPEG as a phone writes it: GPS position, maker, serial number, the time taken and an
     orientation tag saying "turn me a quarter"."""
+    image, exif = _phone_picture(width, height, colour, orientation, taken, offset)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif, comment=b"home address", quality=85)
+    return buffer.getvalue()
+
+
+def _phone_picture(width: int, height: int, colour: tuple[int, int, int], orientation: int,
+                   taken: str | None, offset: str | None) -> tuple[Image.Image, Image.Exif]:
+    """The picture and the EXIF a phone gives it (position, maker, serial, time taken)."""
     image = Image.new("RGB", (width, height), colour)
     # A bright marker in the top-left corner shows which way the stored copy was turned.
     image.paste((255, 255, 0), (0, 0, width // 4, height // 4))
@@ -33,9 +42,7 @@ def phone_jpeg(width: int = 64, height: int = 48, *, colour=(190, 60, 60),
         details[DATE_TIME_ORIGINAL] = taken
     if offset is not None:
         details[OFFSET_TIME_ORIGINAL] = offset
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", exif=exif, comment=b"home address", quality=85)
-    return buffer.getvalue()
+    return image, exif
 
 
 def phone_heic(width: int = 64, height: int = 48, *, colour=(190, 60, 60),
@@ -47,16 +54,8 @@ def phone_heic(width: int = 64, height: int = 48, *, colour=(190, 60, 60),
     from pillow_heif import register_heif_opener
 
     register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
-    image = Image.new("RGB", (width, height), colour)
-    image.paste((255, 255, 0), (0, 0, width // 4, height // 4))
-    exif = Image.Exif()
-    exif[ORIENTATION] = orientation
-    exif[MAKE] = "JaejinPhone"
-    exif[GPS_IFD] = {1: "N", 2: (37.0, 33.0, 59.0), 3: "E", 4: (126.0, 58.0, 40.0)}
-    details = exif.get_ifd(EXIF_IFD)
-    details[SERIAL] = "SERIAL-123456"
-    details[DATE_TIME_ORIGINAL] = "2026:11:20 09:15:00"
-    details[OFFSET_TIME_ORIGINAL] = "+09:00"
+    image, exif = _phone_picture(width, height, colour, orientation,
+                                 "2026:11:20 09:15:00", "+09:00")
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     buffer = io.BytesIO()
     image.save(buffer, "HEIF", exif=exif.tobytes(), icc_profile=profile, quality=85,

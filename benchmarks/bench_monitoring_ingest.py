@@ -13,8 +13,9 @@ HTTP clients do. Besides each rate the load-independent figures are printed: the
 time per reading (its process tree), PostgreSQL's (the bench database's backends, when the server
 is local), the load generator's share of a core, and the load average.
 
-1. Baseline: `GET /api/v1/institutions` with 16 connections, the cheapest authenticated route
-   that reads the database, in the same rounds as (3).
+1. Baseline: `GET /api/v1/policy/packs?in_force_on=2016-01-01` (answer `[]`) with 16
+   connections: the same bearer-token authentication and nothing else (as bench_scheduling's
+   baseline), in the same rounds as (3).
 2. Batch ingest: `POST /api/v1/monitoring/patients/{id}/readings` with 1,000-item JSON batches
    (blood pressure panels, glucose, heart rate, SpO2, weight; one item in 250 critical, so
    alerts are raised and stored) from 4 connections, spread over 64 patients. Baseline: a raw
@@ -85,7 +86,7 @@ PATIENTS = 64
 BATCH_ITEMS = 1000
 BATCH_CONNECTIONS = 4
 CRITICAL_EVERY = 250
-BASELINE_PATH = "/api/v1/institutions"
+BASELINE_PATH = "/api/v1/policy/packs?in_force_on=2016-01-01"
 GOAL_BATCH_PER_SECOND = 20_000
 GOAL_SINGLE_PER_SECOND = 2_000
 GOAL_SINGLE_P99_MS = 25.0
@@ -119,8 +120,10 @@ def prepare(url: str) -> World:
             db.add(CarePlanRow(patient_id=patient.id, institution_id=institution.id,
                                template="hypertension", overrides={"high_risk": True},
                                created_by="user:0"))
+        # policy.evaluate: the baseline's route, which reads nothing but the token.
         client, secret = create_client(db, institution, "bench-gateway",
-                                       ["monitoring.write", "monitoring.read"])
+                                       ["monitoring.write", "monitoring.read",
+                                        "policy.evaluate"])
         world = World(url, (client.client_id, secret), institution.id,
                       [patient.id for patient in patients])
     engine.dispose()
@@ -375,7 +378,7 @@ def measure_singles(world: World, server: Server, database: DatabaseCpu, token: 
         baseline_rounds.append(timed(server, database, trivial, concurrency=CONCURRENCY,
                                      seconds=seconds)[0])
     singles = summarise("POST .../readings", single_rounds)
-    baseline = summarise(f"baseline: GET {BASELINE_PATH}", baseline_rounds)
+    baseline = summarise("baseline: GET .../policy/packs (token only)", baseline_rounds)
     print(f"\n  single readings: {CONCURRENCY} connections, {rounds} x {seconds:g} s rounds "
           f"(median round); {load_average()}")
     print(format_line(baseline, unit="request", width=44))

@@ -22,6 +22,7 @@ from jaejin.core.errors import (
 )
 from jaejin.core.events import EventBus, attach_bus
 from jaejin.core.i18n import translate
+from jaejin.core.lean import LeanEndpoint, install_lean_lane
 from jaejin.core.routing import install_route_index
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for static_dir in sorted(PACKAGE_ROOT.glob("*/static")):
         app.mount(f"/static/{static_dir.parent.name}", StaticFiles(directory=static_dir),
                   name=f"static-{static_dir.parent.name}")
+    lean_endpoints: list[LeanEndpoint] = []
     for module_name in ROUTER_MODULES:
         module = importlib.import_module(module_name)
         app.include_router(module.router)
+        lean_endpoints.extend(getattr(module, "LEAN_ROUTES", ()))
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict[str, str]:
@@ -113,4 +116,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Matching tries only the routes the path can reach (FastAPI tries all ~160 in order).
     install_route_index(app.router)
+    # The measured hot routes skip the stack's per-request layers (`jaejin.core.lean`).
+    install_lean_lane(app, lean_endpoints)
     return app

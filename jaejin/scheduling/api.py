@@ -50,6 +50,7 @@ from jaejin.core.authn import (
 from jaejin.core.database import get_engine, read_connection, session_factory, utcnow
 from jaejin.core.errors import Problem, not_found, validation_problem
 from jaejin.core.i18n import LANGUAGE_TAG_LENGTH, N_
+from jaejin.core.lean import lean_routes
 from jaejin.core.openapi import inline_schema
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
@@ -651,3 +652,7 @@ def cancel_appointment(appointment_id: int, principal: Changer, db: DbSession,
 #: modules' routes, for the booking and slot-search rates) and the pages
 #: (`jaejin.scheduling.pages.router`) with the other pages.
 router = api_router
+
+#: Booking and slot search, the busiest routes, answered outside the FastAPI stack (same
+#: answers: `jaejin.core.lean`).
+LEAN_ROUTES = lean_routes(create_appointment, search_slots)

@@ -21,7 +21,7 @@ OpenAPI, and the same answer by either way in)::
 
     LEAN_ROUTES = lean_routes(create_appointment, search_slots)
 
-The route must be `async def endpoint(request: Request, <path params: int | str>) -> Response`
+The route must be `async def endpoint(<request: Request, path params: int | str>) -> Response`
 with no dependencies, query, body, header or cookie parameters (FastAPI would validate those;
 the lane would not): `install_lean_lane` refuses any other, and one shadowed by a route mounted
 earlier. Only routes shown by measurement to be hot belong here (docs/architecture.md).
@@ -54,30 +54,36 @@ ExceptionHandler = Callable[[Request, Exception], Awaitable[Response] | Response
 #: Ids longer than this go to the stack: past 64 bits the database, not the lane, has a say.
 MAX_INTEGER_DIGITS: Final = 18
 _PATH_PARAMETER_TYPES: Final = (int, str)
+#: Where the matched route waits in the scope while the application's middleware runs.
+_LEAN_ROUTE: Final = "jaejin.lean_route"
 
 
 def lean_routes(*endpoints: LeanEndpoint) -> tuple[LeanEndpoint, ...]:
     """The capability's hot endpoints, checked for the lane's shape at import."""
     for endpoint in endpoints:
-        _path_parameter_types(endpoint)
+        _signature(endpoint)
     return endpoints
 
 
-def _path_parameter_types(endpoint: LeanEndpoint) -> dict[str, type]:
+def _signature(endpoint: LeanEndpoint) -> tuple[str, dict[str, type]]:
+    """The name of the endpoint's request parameter, and the type of each path parameter."""
     if not inspect.iscoroutinefunction(endpoint):
         raise TypeError(f"{endpoint.__qualname__}: a lean route is an async function")
     hints = typing.get_type_hints(endpoint, include_extras=True)
-    parameters = list(inspect.signature(endpoint).parameters.values())
-    if not parameters or hints.get(parameters[0].name) is not Request:
-        raise TypeError(f"{endpoint.__qualname__}: a lean route takes the request first")
+    parameters = inspect.signature(endpoint).parameters.values()
+    requests = [parameter.name for parameter in parameters if hints.get(parameter.name) is Request]
+    if len(requests) != 1:
+        raise TypeError(f"{endpoint.__qualname__}: a lean route takes the request once")
     kinds: dict[str, type] = {}
-    for parameter in parameters[1:]:
+    for parameter in parameters:
+        if parameter.name == requests[0]:
+            continue
         kind = hints.get(parameter.name)
         if kind not in _PATH_PARAMETER_TYPES or parameter.default is not inspect.Parameter.empty:
             raise TypeError(f"{endpoint.__qualname__}: {parameter.name} is not a plain int or "
                             "str path parameter")
         kinds[parameter.name] = kind
-    return kinds
+    return requests[0], kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,7 @@ class LeanRoute:
     method: str
     path: str
     endpoint: LeanEndpoint
+    request_name: str
     #: The route's own pattern (None for a path without parameters).
     regex: re.Pattern[str] | None
     integers: frozenset[str]
@@ -147,7 +154,7 @@ def resolve(app: FastAPI, endpoints: Sequence[LeanEndpoint]) -> list[LeanRoute]:
     """The lean table: each endpoint's method and path as the application mounted it."""
     table: list[LeanRoute] = []
     for endpoint in endpoints:
-        kinds = _path_parameter_types(endpoint)
+        request_name, kinds = _signature(endpoint)
         mounted = [route for leaf in leaves(app.router.routes)
                    if (route := _api_route(leaf)) is not None and route.endpoint is endpoint]
         if len(mounted) != 1:
@@ -156,7 +163,7 @@ def resolve(app: FastAPI, endpoints: Sequence[LeanEndpoint]) -> list[LeanRoute]:
         for method in sorted(route.methods - {"HEAD"}):  # HEAD: the stack's, as it is today
             _checked(app, route, endpoint, method, kinds)
             table.append(LeanRoute(
-                method, route.path, endpoint,
+                method, route.path, endpoint, request_name,
                 route.path_regex if route.param_convertors else None,
                 frozenset(key for key, kind in kinds.items() if kind is int),
                 getattr(route, "original_route", route)))
@@ -211,12 +218,15 @@ class LeanLane:
         # What routing would have put there (request.path_params, url_for).
         scope["route"], scope["endpoint"], scope["path_params"] = (
             route.route, route.endpoint, parameters)
+        scope[_LEAN_ROUTE] = route
         await self.served(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        route: LeanRoute = scope[_LEAN_ROUTE]
         try:
-            response = await scope["endpoint"](request, **scope["path_params"])
+            response = await route.endpoint(**scope["path_params"],
+                                            **{route.request_name: request})
         except Exception as error:
             handler = self._handler_for(error)
             if handler is None:

@@ -38,7 +38,7 @@ class Item(BaseModel):
     name: str
 
 
-async def echo(request: Request, item_id: int) -> Response:
+async def echo(item_id: int, request: Request) -> Response:
     try:
         item = Item.model_validate_json(await request.body())
     except ValidationError as error:
@@ -243,6 +243,10 @@ async def with_query(request: Request, limit: int = 10) -> Response:
     return Response(str(limit))
 
 
+async def without_request(tag: str) -> Response:
+    return Response(tag)
+
+
 def synchronous(request: Request) -> Response:
     return Response("")
 
@@ -258,6 +262,8 @@ async def first(request: Request, tag: str) -> Response:
 def test_only_async_routes_of_the_request_and_plain_path_parameters_may_register():
     with pytest.raises(TypeError, match="async"):
         lean_routes(synchronous)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="request once"):
+        lean_routes(without_request)
     with pytest.raises(TypeError, match="who"):
         lean_routes(with_dependency)
     with pytest.raises(TypeError, match="limit"):

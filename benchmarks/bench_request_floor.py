@@ -10,7 +10,14 @@ Workloads, each a route that does next to nothing once reached:
 * status: `GET /api/v1/status.json` (Nightscout uploaders' probe), no authentication, mounted
   with the monitoring API (the 70th of about 160 routes);
 * healthz: `GET /healthz`, no authentication, the last route mounted;
-* unknown: `GET /api/v1/no-such-thing`, which every route is tried against before the 404.
+* unknown: `GET /api/v1/no-such-thing`, which every route is tried against before the 404;
+* slots: `GET /api/v1/practitioners/{id}/slots` for one day, a cached search answered by the
+  lean lane (`jaejin.core.lean`) with a system client's token.
+
+Over HTTP the floor under all of them is printed too: a bare ASGI handler (`bare_asgi`, no
+framework) under the same uvicorn. In process, each lean workload is measured twice in the same
+minutes, through the lane and through the stack it skips (`.../stack`), and so is a trivial
+route registered in the lane by the benchmark (`lean`: the lane's own floor).
 
 Over HTTP (default) the real application runs under uvicorn (one worker) as in
 `bench_policy_http`, and the server's CPU time per request is printed (it does not depend on
@@ -28,11 +35,14 @@ import itertools
 import os
 import statistics
 import time
+from datetime import timedelta
 from typing import Any
 
-from starlette.types import Message
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
-from benchmarks.bench_policy_http import prepare
+from benchmarks.bench_scheduling import World, prepare
 from benchmarks.harness import (
     access_token,
     bench_database,
@@ -48,19 +58,39 @@ from benchmarks.harness import (
 CONCURRENCY = 16
 
 #: (label, path, authenticated, expected status)
-WORKLOADS: tuple[tuple[str, str, bool, int], ...] = (
+Workload = tuple[str, str, bool, int]
+WORKLOADS: tuple[Workload, ...] = (
     ("packs", "/api/v1/policy/packs?in_force_on=2016-01-01", True, 200),
     ("status", "/api/v1/status.json", False, 200),
     ("healthz", "/healthz", False, 200),
     ("unknown", "/api/v1/no-such-thing", False, 404),
 )
+#: The trivial route the in-process run adds to the lean lane.
+LEAN_FLOOR_PATH = "/api/v1/bench/lean-floor"
 
 
-def over_http(url: str, credentials: tuple[str, str], seconds: float, rounds: int) -> None:
+def workloads_of(world: World) -> list[Workload]:
+    day = (world.first_day + timedelta(days=1)).isoformat()
+    slots = (f"/api/v1/practitioners/{world.practitioners[0]}/slots?start={day}&end={day}"
+             "&tz=Asia/Seoul&visit_type=follow_up&mode=video")
+    return [*WORKLOADS, ("slots", slots, True, 200)]
+
+
+async def bare_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    """The floor: an answer without any framework (`uvicorn benchmarks.bench_request_floor:
+    bare_asgi`)."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
+
+
+def over_http(url: str, world: World, seconds: float, rounds: int) -> None:
     with serve(url, 1) as server:
-        token = access_token(server.port, credentials)
+        token = access_token(server.port, world.credentials)
         workloads = []
-        for label, path, authenticated, expected in WORKLOADS:
+        for label, path, authenticated, expected in workloads_of(world):
             requests = (encoded_requests("GET", path, token, None) if authenticated
                         else [http_request("GET", path)])
             workloads.append((label, path, requests, expected))
@@ -75,9 +105,22 @@ def over_http(url: str, credentials: tuple[str, str], seconds: float, rounds: in
                     concurrency=CONCURRENCY, server_pid=server.pid, expected=expected)))
         for label, path, _requests, _expected in workloads:
             print(format_line(summarise(label, measured[label]), f"GET {path}"))
+    with serve(url, 1, app="benchmarks.bench_request_floor:bare_asgi") as server:
+        requests = [http_request("GET", "/healthz")]
+        asyncio.run(run_load(server.port, itertools.cycle(requests), seconds=1.0,
+                             concurrency=CONCURRENCY, expected=200))
+        bare = [asyncio.run(run_load(server.port, itertools.cycle(requests), seconds=seconds,
+                                     concurrency=CONCURRENCY, server_pid=server.pid,
+                                     expected=200))
+                for _ in range(rounds)]
+        print(format_line(summarise("bare", bare), "a bare ASGI handler, no framework"))
 
 
-def in_process(url: str, credentials: tuple[str, str], requests: int, rounds: int) -> None:
+async def lean_floor(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def in_process(url: str, world: World, requests: int, rounds: int) -> None:
     import httpx
 
     os.environ |= {"JAEJIN_DATABASE_URL": url,
@@ -85,8 +128,12 @@ def in_process(url: str, credentials: tuple[str, str], requests: int, rounds: in
                    "JAEJIN_ENVIRONMENT": "development"}
     os.environ.pop("JAEJIN_REDIS_URL", None)
     from jaejin.app import create_app
+    from jaejin.core.lean import LeanLane, install_lean_lane
 
     app = create_app()
+    app.get(LEAN_FLOOR_PATH, include_in_schema=False)(lean_floor)
+    install_lean_lane(app, [lean_floor])
+    credentials = world.credentials
 
     async def token() -> str:
         transport = httpx.ASGITransport(app=app)
@@ -96,7 +143,7 @@ def in_process(url: str, credentials: tuple[str, str], requests: int, rounds: in
             answer.raise_for_status()
             return str(answer.json()["access_token"])
 
-    async def call(path: str, headers: list[tuple[bytes, bytes]]) -> int:
+    async def call(path: str, headers: list[tuple[bytes, bytes]], lane: bool = True) -> int:
         raw_path, _, query = path.partition("?")
         scope = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -115,26 +162,41 @@ def in_process(url: str, credentials: tuple[str, str], requests: int, rounds: in
             if message["type"] == "http.response.start":
                 status = message["status"]
 
-        await app(scope, receive, send)
+        if lane:
+            await app(scope, receive, send)
+        else:  # the stack the lane skips, as Starlette calls it
+            scope["app"] = app
+            assert isinstance(app.middleware_stack, LeanLane)
+            await app.middleware_stack.stack(scope, receive, send)
         return status
 
     async def measure() -> None:
         bearer = await token()
         common = [(b"host", b"127.0.0.1"), (b"accept", b"application/json"),
                   (b"accept-encoding", b"gzip, deflate")]
-        for label, path, authenticated, expected in WORKLOADS:
+        for label, path, authenticated, expected in [*workloads_of(world),
+                                                     ("lean", LEAN_FLOOR_PATH, False, 200)]:
             headers = common + ([(b"authorization", f"Bearer {bearer}".encode())]
                                 if authenticated else [])
-            for _ in range(500):
-                assert await call(path, headers) == expected, label
-            figures = []
+            lean = label in ("slots", "lean")
+            assert not lean or app.middleware_stack.match(  # type: ignore[union-attr]
+                {"method": "GET", "path": path.partition("?")[0], "root_path": ""}), label
+            ways = [(label, True), (f"{label}/stack", False)] if lean else [(label, True)]
+            for _way, lane in ways:
+                for _ in range(500):
+                    assert await call(path, headers, lane) == expected, label
+            # The two ways alternate round by round: the same minutes for both.
+            figures: dict[str, list[float]] = {way: [] for way, _lane in ways}
             for _ in range(rounds):
-                started = time.process_time()
-                for _ in range(requests):
-                    await call(path, headers)
-                figures.append((time.process_time() - started) / requests * 1e6)
-            print(f"    {label:<8} GET {path:<48} {statistics.median(figures):6.0f} us CPU "
-                  f"per request (rounds: {', '.join(f'{figure:.0f}' for figure in figures)})")
+                for way, lane in ways:
+                    started = time.process_time()
+                    for _ in range(requests):
+                        await call(path, headers, lane)
+                    figures[way].append((time.process_time() - started) / requests * 1e6)
+            for way, measured in figures.items():
+                print(f"    {way:<12} GET {path[:60]:<60} {statistics.median(measured):6.0f} "
+                      f"us CPU per request (rounds: "
+                      f"{', '.join(f'{figure:.0f}' for figure in measured)})")
 
     with contextlib.suppress(ImportError):
         import uvloop
@@ -156,14 +218,14 @@ def main() -> None:
                              "not set")
     arguments = parser.parse_args()
     with bench_database("jaejin_bench_floor", postgres=arguments.postgres or None) as url:
-        credentials = prepare(url)
+        world = prepare(url)
         database = "postgresql" if url.startswith("postgresql") else "sqlite"
         mode = "in process" if arguments.in_process else "over HTTP, 1 uvicorn worker"
         print(f"request floor {mode}, {database}, {os.cpu_count()} CPUs; {load_average()}")
         if arguments.in_process:
-            in_process(url, credentials, arguments.requests, arguments.rounds)
+            in_process(url, world, arguments.requests, arguments.rounds)
         else:
-            over_http(url, credentials, arguments.seconds, arguments.rounds)
+            over_http(url, world, arguments.seconds, arguments.rounds)
 
 
 if __name__ == "__main__":

@@ -205,8 +205,9 @@ class Server:
 @contextlib.contextmanager
 def serve(url: str, workers: int = 1, *, environment: Mapping[str, str] | None = None,
           port: int | None = None, fast: bool = True, quiet: bool = False,
-          startup_seconds: float = 90.0) -> Iterator[Server]:
-    """The real application under uvicorn on a free port, until the block ends.
+          startup_seconds: float = 90.0, app: str = "jaejin.asgi:app") -> Iterator[Server]:
+    """The real application (or `app`, which must answer GET /healthz) under uvicorn on a
+    free port, until the block ends.
 
     `fast`: uvloop, httptools and no access log, as in production. `environment` adds to or
     overrides the JAEJIN_* settings (JAEJIN_REDIS_URL is dropped unless given there).
@@ -221,7 +222,7 @@ def serve(url: str, workers: int = 1, *, environment: Mapping[str, str] | None =
         "JAEJIN_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
     }
     settings |= dict(environment or {})
-    command = [sys.executable, "-m", "uvicorn", "jaejin.asgi:app", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(workers), "--log-level", "warning",
                "--no-access-log"]
     if fast:

@@ -42,6 +42,7 @@ from fastapi.routing import APIRoute, _EffectiveRouteContext
 from starlette._utils import get_route_path
 from starlette.convertors import StringConvertor
 from starlette.exceptions import HTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -56,6 +57,8 @@ MAX_INTEGER_DIGITS: Final = 18
 _PATH_PARAMETER_TYPES: Final = (int, str)
 #: Where the matched route waits in the scope while the application's middleware runs.
 _LEAN_ROUTE: Final = "jaejin.lean_route"
+#: The endpoint's answer, on its way through the compression middleware.
+_PREPARED: Final = "jaejin.lean_response"
 
 
 def lean_routes(*endpoints: LeanEndpoint) -> tuple[LeanEndpoint, ...]:
@@ -190,8 +193,15 @@ class LeanLane:
         self.by_class = {key: value for key, value in handlers.items()
                          if not isinstance(key, int)}
         # The application's own middleware (body limit, compression) around the endpoint.
+        middleware = list(app.user_middleware)
+        # Compression, when innermost, only for the answers it would change: building its
+        # responder for every request cost more than the rest of the lane (Starlette 1.10).
+        self.compression: GZipMiddleware | None = None
+        if middleware and middleware[-1].cls is typing.cast(Any, GZipMiddleware):
+            _cls, args, kwargs = middleware.pop()
+            self.compression = GZipMiddleware(_send_prepared, *args, **kwargs)
         served: ASGIApp = self._serve
-        for cls, args, kwargs in reversed(app.user_middleware):
+        for cls, args, kwargs in reversed(middleware):
             served = cls(served, *args, **kwargs)
         self.served = served
 
@@ -233,7 +243,11 @@ class LeanLane:
                 await self._server_error(request, error, send)
                 raise  # as ServerErrorMiddleware does: the server logs it too
             response = await _call(handler, request, error)
-        await response(scope, receive, send)
+        if self.compression is None or _left_alone(response, self.compression.minimum_size):
+            await response(scope, receive, send)
+        else:
+            scope[_PREPARED] = response
+            await self.compression(scope, receive, send)
 
     def _handler_for(self, error: Exception) -> ExceptionHandler | None:
         if isinstance(error, HTTPException):
@@ -254,6 +268,19 @@ class LeanLane:
         await response(request.scope, request.receive, send)
 
 
+def _left_alone(response: Response, minimum_size: int) -> bool:
+    """Whether GZipMiddleware would pass this answer on as it is: a whole body (a plain
+    `Response`'s way of sending) below its minimum size, or already encoded."""
+    if type(response).__call__ is not Response.__call__:
+        return False  # streamed, a file: sent its own way
+    return len(response.body) < minimum_size or any(
+        name == b"content-encoding" for name, _value in response.raw_headers)
+
+
+async def _send_prepared(scope: Scope, receive: Receive, send: Send) -> None:
+    await scope.pop(_PREPARED)(scope, receive, send)
+
+
 async def _call(handler: ExceptionHandler, request: Request, error: Exception) -> Response:
     """As Starlette calls an exception handler: a coroutine awaited, a function in a thread."""
     if inspect.iscoroutinefunction(handler):
@@ -265,12 +292,18 @@ async def _call(handler: ExceptionHandler, request: Request, error: Exception) -
 def install_lean_lane(app: FastAPI, endpoints: Sequence[LeanEndpoint]) -> list[LeanRoute]:
     """Put the lane outside the application's middleware stack (built at its first request, as
     Starlette builds it, so middleware and handlers added until then are honoured). Call it
-    once every router is included."""
+    once every router is included; called again (a benchmark's route), it adds to the table."""
+    if app.middleware_stack is not None:
+        raise RuntimeError("The lean lane is installed before the application's first request")
     table = resolve(app, endpoints)
+    installed: list[LeanRoute] | None = getattr(app.state, "lean_routes", None)
+    if installed is not None:
+        installed.extend(table)
+        return installed
     build_stack = app.build_middleware_stack
 
     def build_with_lane() -> ASGIApp:
-        return LeanLane(app, build_stack(), table)
+        return LeanLane(app, build_stack(), app.state.lean_routes)
 
     app.build_middleware_stack = build_with_lane  # type: ignore[method-assign]
     app.state.lean_routes = table

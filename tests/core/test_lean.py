@@ -59,6 +59,10 @@ async def broken(request: Request) -> Response:
     raise RuntimeError("a bug with a secret in it")
 
 
+async def late(request: Request) -> Response:
+    return Response("late")
+
+
 async def big(request: Request) -> Response:
     return Response(BIG, media_type="application/json")
 
@@ -228,6 +232,29 @@ def test_a_large_answer_is_compressed_by_the_applications_middleware(small):
     assert stack.calls == 0
 
 
+def test_compression_answers_as_the_stacks_middleware_whatever_the_size(small):
+    client, stack = small
+    lane = client.app.middleware_stack
+    reference = TestClient(_stack_of(client.app, stack.stack), raise_server_exceptions=False)
+    for path in ("/api/v1/big", "/api/v1/tags/blue", "/api/v1/refused"):
+        for encoding in ("gzip", "identity", "br"):
+            headers = {"Accept-Encoding": encoding}
+            _same(client.get(path, headers=headers), reference.get(path, headers=headers))
+    assert stack.calls == 0 and isinstance(lane, LeanLane)
+
+
+def test_a_route_added_later_joins_the_table_until_the_application_starts():
+    app = _small_app()
+    app.get("/api/v1/late")(late)
+    install_lean_lane(app, [late])
+    with TestClient(app) as client:
+        assert client.get("/api/v1/late").text == "late"
+        lane = _lane(app, client)
+        assert lane.match({"method": "GET", "path": "/api/v1/late", "root_path": ""})
+        with pytest.raises(RuntimeError, match="first request"):
+            install_lean_lane(app, [late])
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -302,16 +329,21 @@ def test_the_lean_table_and_the_openapi_agree(app):
         assert method.lower() in paths[path], (method, path)
 
 
-@pytest.fixture
-def stack_only(app: FastAPI, client: TestClient) -> TestClient:
-    """A client of the same application without the lane: its answers are the reference."""
-    stack = _lane(app, client).stack
+def _stack_of(app: FastAPI, stack: Any) -> Any:
+    """The application without the lane, as Starlette calls its middleware stack."""
 
     async def without_lane(scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = app
         await stack(scope, receive, send)
 
-    return TestClient(without_lane, base_url="http://testserver", raise_server_exceptions=False)
+    return without_lane
+
+
+@pytest.fixture
+def stack_only(app: FastAPI, client: TestClient) -> TestClient:
+    """A client of the same application without the lane: its answers are the reference."""
+    return TestClient(_stack_of(app, _lane(app, client).stack), base_url="http://testserver",
+                      raise_server_exceptions=False)
 
 
 def _same(lean: Any, reference: Any) -> None:

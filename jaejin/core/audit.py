@@ -58,6 +58,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from jaejin.core.binary_arrays import BinaryArray, send_binary_arrays
 from jaejin.core.config import get_settings
 from jaejin.core.database import Base, read_connection, session_factory, utcnow
 
@@ -241,16 +242,45 @@ def record_many(session: Session, actor: AuditActor,
 
 def record_entries(session: Session,
                    entries: Iterable[tuple[AuditActor, AuditEvent]]) -> list[RecordedEntry]:
-    """Write entries of any actors (e.g. the requests of one group commit) in one multi-row
-    INSERT, in the order given."""
+    """Write entries of any actors (e.g. the requests of one group commit) in one INSERT, in
+    the order given."""
     rows = [_values(actor, event) for actor, event in entries]
     if not rows:
         return []
-    # One statement with every row in its VALUES (an executemany would be one per row on
-    # SQLite); ids are drawn in the order of the rows, the order RETURNING lists is not
-    # promised.
-    ids = session.connection().execute(insert(_LOG).values(rows).returning(_LOG.c.id)).scalars()
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        send_binary_arrays(session)
+        columns = {name: BinaryArray(row[name] for row in rows) for name, _ in _ENTRY_COLUMNS}
+        # JSON text, as the JSON column would have sent it (`_values` normalised it already).
+        columns["detail"] = BinaryArray(orjson.dumps(row["detail"]).decode() for row in rows)
+        ids = connection.execute(_INSERT_ENTRIES_POSTGRESQL, columns).scalars()
+    else:
+        # One INSERT with every row in its VALUES, made from the prebuilt statement by
+        # SQLAlchemy's "insertmanyvalues" (asked to sort by parameter order, it would send one
+        # statement per row on SQLite; the ids are sorted below anyway).
+        ids = connection.execute(_INSERT_ENTRIES_RETURNING, rows).scalars()
+    # Ids are drawn in the order of the rows; the order RETURNING lists them is not promised.
     return [RecordedEntry(entry_id) for entry_id in sorted(ids)]
+
+
+#: The columns an entry is written with, and their PostgreSQL types (arrays of them below).
+_ENTRY_COLUMNS = (
+    ("occurred_at", "timestamptz"), ("actor_type", "text"), ("actor_id", "text"),
+    ("actor_label", "text"), ("institution_id", "integer"), ("action", "text"),
+    ("resource_type", "text"), ("resource_id", "text"), ("patient_id", "integer"),
+    ("purpose", "text"), ("outcome", "text"), ("ip_address", "text"), ("user_agent", "text"),
+    ("detail", "json"),
+)
+_ENTRY_NAMES = ", ".join(name for name, _ in _ENTRY_COLUMNS)
+#: PostgreSQL: the same statement text whatever the number of entries (psycopg prepares it
+#: once; a VALUES list is a new statement to build, send and plan for every count), the columns
+#: as binary arrays; ORDER BY the arrays' order so the ids are drawn in the entries' order.
+_INSERT_ENTRIES_POSTGRESQL = text(
+    f"INSERT INTO audit_log ({_ENTRY_NAMES}) SELECT {_ENTRY_NAMES} FROM unnest("  # noqa: S608
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _ENTRY_COLUMNS)
+    + f") WITH ORDINALITY AS entry({_ENTRY_NAMES}, position) ORDER BY position RETURNING id"
+)
+_INSERT_ENTRIES_RETURNING = insert(_LOG).returning(_LOG.c.id)
 
 
 # -- sealing ---------------------------------------------------------------------------------

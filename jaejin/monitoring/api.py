@@ -56,7 +56,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from jaejin.core.accounts import Role
-from jaejin.core.audit import AuditActor, AuditEvent, record
+from jaejin.core.audit import AuditActor, AuditEvent, record, record_entries
 from jaejin.core.authn import (
     AppSettings,
     DbSession,
@@ -340,8 +340,13 @@ def result_json(patient: IngestPatient, result: IngestResult, language: str,
 
 def audit_ingest(db: Session, actor: AuditActor, patient: IngestPatient, channel: str,
                  result: IngestResult) -> None:
-    """One audit entry per request and patient, with counts and the range of the new readings'
-    ids (never one entry per reading)."""
+    """One audit entry per request and patient (`ingest_audit_event`)."""
+    record(db, actor, ingest_audit_event(patient, channel, result))
+
+
+def ingest_audit_event(patient: IngestPatient, channel: str, result: IngestResult) -> AuditEvent:
+    """What a request's audit entry says: counts and the range of the new readings' ids
+    (never one entry per reading)."""
     detail: dict[str, Any] = {"channel": channel, **result.counts()}
     created = [
         reading_id for item in result.items if item.status is ItemStatus.CREATED
@@ -349,10 +354,8 @@ def audit_ingest(db: Session, actor: AuditActor, patient: IngestPatient, channel
     ]
     if created:
         detail["reading_ids"] = {"first": min(created), "last": max(created)}
-    record(db, actor, AuditEvent(
-        "create", "monitoring_reading", None, patient.patient_id, patient.institution_id,
-        detail=detail,
-    ))
+    return AuditEvent("create", "monitoring_reading", None, patient.patient_id,
+                      patient.institution_id, detail=detail)
 
 
 # ------------------------------------------------------------------------- JSON batch
@@ -447,7 +450,8 @@ _WRITE_CONTEXTS: Final = {
 
 def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[bytes | Refused]:
     """`group_commit.WriteJobs` of the readings route: per batch its JSON answer, or its
-    refusal; the readings of all batches in one insert, an audit entry per batch."""
+    refusal; the readings of all batches in one insert, their audit entries (one per batch)
+    in another."""
     # Core, not the session's ORM execution: a plain row per patient.
     connection = db.connection()
     found = {row.patient_id: row for row in connection.execute(
@@ -474,8 +478,11 @@ def write_small_batches(db: Session, batches: Sequence[SmallBatch]) -> list[byte
                                       received_at=batch.received_at,
                                       missing_data_open=bool(row.missing_data_open)))
     results = ingest_many(db, requests) if requests else []
+    # One entry per request, as when written alone, but all in one statement.
+    record_entries(db, [
+        (batch.principal.audit_actor, ingest_audit_event(patient, ReadingChannel.JSON, result))
+        for (_, batch, patient), result in zip(accepted, results, strict=True)])
     for (position, batch, patient), result in zip(accepted, results, strict=True):
-        audit_ingest(db, batch.principal.audit_actor, patient, ReadingChannel.JSON, result)
         outcomes[position] = orjson.dumps(result_json(
             patient, result, batch.principal.language, batch.received_at))
     return [outcome for outcome in outcomes if outcome is not None]

@@ -33,8 +33,6 @@ from typing import IO, Any, Final, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from psycopg.adapt import PyFormat
-from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import (
     JSON,
     Engine,
@@ -52,6 +50,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from jaejin.core.binary_arrays import BinaryArray, send_binary_arrays
 from jaejin.core.database import UTCDateTime, session_factory, utcnow
 from jaejin.core.events import publish_after_commit
 from jaejin.directory.store import Patient
@@ -267,28 +266,6 @@ _READINGS = cast(Table, ReadingRow.__table__)
 _ALERTS = cast(Table, AlertRow.__table__)
 
 
-class _BinaryArray(list[Any]):
-    """A list psycopg sends as a binary array (see `_binary_arrays`).
-
-    psycopg dumps a plain list as a text array literal, quoting and escaping every element in
-    Python (about 15 us per reading of a batch); the binary form is packed by its C dumpers.
-    Only this type is registered, so nobody else's lists change form.
-    """
-
-    __slots__ = ()
-
-
-def _binary_arrays(db: Session) -> None:
-    """Teach the session's connection to send `_BinaryArray` in binary.
-
-    On the connection itself: SQLAlchemy's dialect copies psycopg's adapters when the engine
-    is built, so a registration on `psycopg.adapters` made later reaches no connection.
-    """
-    adapters = db.connection().connection.driver_connection.adapters  # type: ignore[union-attr]
-    if adapters.get_dumper(_BinaryArray, PyFormat.AUTO) is not ListBinaryDumper:
-        adapters.register_dumper(_BinaryArray, ListBinaryDumper)
-
-
 #: Columns that differ between the readings of one request, with their PostgreSQL types.
 _VARYING_COLUMNS: Final = (
     ("metric", "text"), ("loinc", "text"), ("value", "double precision"), ("unit", "text"),
@@ -307,7 +284,7 @@ def _unnest_insert(conflicts: str, *, shared: bool = True) -> Any:
 
     Semantically the multi-row VALUES insert, but the statement stays the same few hundred
     bytes whatever the batch size: psycopg parses it once and caches it, and the arrays travel
-    in binary (`_BinaryArray`). What every reading of the request shares is sent once
+    in binary (`core.binary_arrays`). What every reading of the request shares is sent once
     (`shared`); a group commit's readings of several requests send every column as an array.
     """
     scalars = _SHARED_COLUMNS if shared else ()
@@ -365,8 +342,8 @@ def _insert(db: Session, rows: list[_RowToStore]) -> dict[bytes, int]:
             for reading, fingerprint, key, owner, owned_channel in rows
         ])
         return {bytes(fingerprint): reading_id for reading_id, fingerprint in stored}
-    _binary_arrays(db)
-    columns: list[_BinaryArray] = [_BinaryArray() for _ in _VARYING_COLUMNS]
+    send_binary_arrays(db)
+    columns: list[BinaryArray] = [BinaryArray() for _ in _VARYING_COLUMNS]
     (metrics, loincs, values, units, moments, offsets, devices, arrivals, panels, fingerprints,
      keys, attachments) = columns
     for reading, fingerprint, key, _patient, _channel in rows:
@@ -389,9 +366,9 @@ def _insert(db: Session, rows: list[_RowToStore]) -> dict[bytes, int]:
     if not one_request:
         # A group commit's small requests: one statement of fixed text (psycopg parses a
         # VALUES list anew for every number of rows), conflicts skipped at once.
-        parameters["patient_id"] = _BinaryArray(row[3].patient_id for row in rows)
-        parameters["institution_id"] = _BinaryArray(row[3].institution_id for row in rows)
-        parameters["channel"] = _BinaryArray(row[4] for row in rows)
+        parameters["patient_id"] = BinaryArray(row[3].patient_id for row in rows)
+        parameters["institution_id"] = BinaryArray(row[3].institution_id for row in rows)
+        parameters["channel"] = BinaryArray(row[4] for row in rows)
         result = db.execute(_INSERT_GROUP_SKIPPING_STORED, parameters).all()
         return {bytes(fingerprint): reading_id for reading_id, fingerprint in result}
     parameters |= {"patient_id": patient.patient_id, "institution_id": patient.institution_id,
@@ -713,13 +690,13 @@ def _upsert_episodes(
     shared = {"patient_id": patient.patient_id, "institution_id": patient.institution_id}
     if db.get_bind().dialect.name != "postgresql":
         return [db.execute(_ALERT_UPSERT_ONE, shared | values).one() for values in episodes]
-    _binary_arrays(db)
+    send_binary_arrays(db)
     columns: dict[str, Any] = {
-        name: _BinaryArray(values[name] for values in episodes)
+        name: BinaryArray(values[name] for values in episodes)
         for name in ("episode_key", "kind", "severity", "metric", "opened_at",
                      "last_signal_at", "last_observed_at", "signal_count", "message")
     }
-    columns["params"] = _BinaryArray(
+    columns["params"] = BinaryArray(
         orjson.dumps(values["params"]).decode() for values in episodes
     )
     return list(db.execute(_ALERT_UPSERT_MANY, shared | columns))

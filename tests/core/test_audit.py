@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -161,6 +162,34 @@ def test_entries_of_several_actors_are_one_insert_too(clean_database):
     assert [(e.actor_id, e.patient_id) for e in stored] == [
         ("gateway-1", 1), ("gateway-2", 2), ("gateway-3", 3)]
     assert [e.resource_id for e in sealed_and_intact(clean_database)] == [None] * 3
+
+
+def test_entries_written_together_read_back_as_entries_written_one_by_one(clean_database):
+    from jaejin.core.audit import record_entries
+
+    actors = [AuditActor("client", "gw-1", "게이트웨이", "10.0.0.1", "sensor/1.0"),
+              AuditActor("user", "7", "Dr. Kim"), AuditActor.system()]
+    events = [AuditEvent("create", "reading", None, 3, None,
+                         detail={"channel": "json", "note": "혈압 ✓", "ids": {"first": 1}}),
+              AuditEvent("read", "patient", "42", None, None, purpose="payment",
+                         outcome="denied", detail={}),
+              AuditEvent("export", "report", "r-1", 9, None, detail={1: [1.5, None, True]})]
+    with session_factory(clean_database)() as session:
+        for actor, event in zip(actors, events, strict=True):
+            record(session, actor, event)
+        record_entries(session, list(zip(actors, events, strict=True)))
+        session.commit()
+
+    def content(entry: AuditEntry) -> tuple[Any, ...]:
+        return tuple(getattr(entry, name) for name in (
+            "actor_type", "actor_id", "actor_label", "institution_id", "action",
+            "resource_type", "resource_id", "patient_id", "purpose", "outcome", "ip_address",
+            "user_agent", "detail"))
+
+    entries = sealed_and_intact(clean_database)
+    assert [content(entry) for entry in entries[3:]] == [
+        content(entry) for entry in entries[:3]]
+    assert entries[5].detail == {"1": [1.5, None, True]}
 
 
 def test_an_entry_rolled_back_with_its_change_leaves_nothing_to_seal(clean_database):

@@ -138,15 +138,25 @@ def test_batches_for_several_patients_share_one_transaction_and_a_fixed_number_o
     assert [answer["patient_id"] for answer in answers] == [one.id for one in patients]
     assert (committer.groups_written, committer.jobs_written) == (1, len(patients))
     assert commits[0] == 1
-    # Besides the audit log (one entry per request, written by `core.audit.record`): the
-    # patients, their plans and whether they have an open missing-data alert read together,
-    # the readings inserted; whatever the number of requests in the group (SQLite's BEGIN
-    # IMMEDIATE is a statement of its own).
-    own = [one for one in statements
-           if "audit" not in one.lower() and not one.startswith("BEGIN")]
-    assert len(own) == 2, own
-    assert audit_entries(db) == len(patients)
+    # The patients, their plans and whether they have an open missing-data alert read
+    # together, the readings inserted, the audit entries (one per request) inserted: three
+    # statements whatever the number of requests in the group (SQLite's BEGIN IMMEDIATE is a
+    # statement of its own).
+    own = [one for one in statements if not one.startswith("BEGIN")]
+    assert len(own) == 3, own
+    assert sum("audit_log" in one for one in own) == 1, own
     assert stored_keys(db) == sorted(f"json:hr-{patient.id}" for patient in patients)
+    # Each request's own entry: its patient, its institution, its reading.
+    db.rollback()
+    entries = db.scalars(select(AuditEntry).where(
+        AuditEntry.resource_type == "monitoring_reading").order_by(AuditEntry.id)).all()
+    assert [(entry.patient_id, entry.institution_id, entry.actor_type, entry.action)
+            for entry in entries] == [(patient.id, patient.institution_id, "client", "create")
+                                      for patient in patients]
+    for entry, answer in zip(entries, answers, strict=True):
+        reading_id = answer["items"][0]["reading_ids"][0]
+        assert entry.detail == {"channel": "json", **answer["counts"],
+                                "reading_ids": {"first": reading_id, "last": reading_id}}
 
 
 def test_a_refused_request_takes_nothing_from_the_others_of_its_group(engine, actors, db):

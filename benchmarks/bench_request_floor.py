@@ -82,7 +82,7 @@ async def bare_asgi(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")]})
     await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
 
 

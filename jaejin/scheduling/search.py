@@ -23,13 +23,14 @@ begun can come back); after it, the answer is computed again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
+from jaejin.core.database import read_connection
 from jaejin.scheduling import service, wire
 from jaejin.scheduling.model import (
     Availability,
@@ -39,8 +40,9 @@ from jaejin.scheduling.model import (
     ensure_mode_offered,
     visit_type_by_code,
 )
+from jaejin.scheduling.place_watch import forget_places, read_places, watch_of
 from jaejin.scheduling.slots import search_interval, validate_date_range
-from jaejin.scheduling.store import SearchPlace, hours_of_version, practitioner_busy, search_places
+from jaejin.scheduling.store import SearchPlace, hours_of_version, practitioner_busy
 from jaejin.scheduling.zones import resolve_zone
 
 #: Answers kept per process; each holds references to shared day pieces and, once asked for,
@@ -110,20 +112,94 @@ def cached_free_slots(
     INSTITUTION_REQUIRED; SchedulingError for an unknown visit type, a mode not offered, or
     bad dates (in that order, as the uncached search).
     """
+    visible = _visible(institutions_seen, requested_institution)
+    search = _Search(practitioner_id, visit_type_code, mode, start_date, end_date,
+                     requested_zone, now)
+    places = read_places(connection, [practitioner_id])[practitioner_id]
+    key, place = search.key_at([place for place in places if place.institution_id in visible])
+    return _answers_get(key, now) or _keep(key, _computed(connection, key, place, search))
+
+
+def answer_from_memory(
+    engine: Engine, *, institutions_seen: Iterable[int], practitioner_id: int,
+    requested_institution: int | None, visit_type_code: str, mode: VisitMode,
+    start_date: date, end_date: date, requested_zone: ZoneInfo, now: datetime,
+) -> Answer | None:
+    """`cached_free_slots` answered without any I/O (so it may run on the event loop), or
+    None when that needs the database: the practitioner's places are not trusted in memory
+    (`jaejin.scheduling.place_watch`: changes through this process are seen at once, through
+    others within `place_watch.TRUST_SECONDS`), or the answer is not kept. Raises as
+    `cached_free_slots`."""
+    places = watch_of(engine).trusted(practitioner_id)
+    if places is None:
+        return None
+    search = _Search(practitioner_id, visit_type_code, mode, start_date, end_date,
+                     requested_zone, now)
+    visible = _visible(institutions_seen, requested_institution)
+    key, _place = search.key_at([place for place in places if place.institution_id in visible])
+    return _answers_get(key, now)
+
+
+def free_slots_answer(
+    engine: Engine, *, institutions_seen: Iterable[int], practitioner_id: int,
+    requested_institution: int | None, visit_type_code: str, mode: VisitMode,
+    start_date: date, end_date: date, requested_zone: ZoneInfo, now: datetime,
+) -> Answer:
+    """`cached_free_slots` with the places kept in memory (`answer_from_memory`): no statement
+    when they are trusted and the answer kept; else they are read (and kept), and a connection
+    is taken only to compute a missing answer."""
+    watch = watch_of(engine)
+    places = watch.trusted(practitioner_id)
+    if places is None:
+        places = watch.read(practitioner_id)
+    search = _Search(practitioner_id, visit_type_code, mode, start_date, end_date,
+                     requested_zone, now)
+    visible = _visible(institutions_seen, requested_institution)
+    key, place = search.key_at([place for place in places if place.institution_id in visible])
+    found = _answers_get(key, now)
+    if found is not None:
+        return found
+    with read_connection(engine) as connection:
+        return _keep(key, _computed(connection, key, place, search))
+
+
+def _visible(institutions_seen: Iterable[int], requested_institution: int | None) -> set[int]:
     visible = set(institutions_seen)
     if requested_institution is not None:
         visible &= {requested_institution}
-    place = service.the_one_place(search_places(connection, practitioner_id, visible))
-    visit_type = visit_type_by_code(visit_type_code)
-    ensure_mode_offered(visit_type, mode)
-    validate_date_range(start_date, end_date)
-    key = (practitioner_id, place.institution_id, place.time_zone, place.hours, place.calendar,
-           visit_type.code, mode.value, start_date, end_date, requested_zone.key)
+    return visible
+
+
+@dataclass(frozen=True, slots=True)
+class _Search:
+    """What was asked, before the practitioner's place is known."""
+
+    practitioner_id: int
+    visit_type_code: str
+    mode: VisitMode
+    start_date: date
+    end_date: date
+    requested_zone: ZoneInfo
+    now: datetime
+
+    def key_at(self, places: Sequence[SearchPlace]) -> tuple[tuple[Hashable, ...], SearchPlace]:
+        """The answer's key at the one place meant, after the checks the uncached search
+        makes (in its order)."""
+        place = service.the_one_place(places)
+        visit_type = visit_type_by_code(self.visit_type_code)
+        ensure_mode_offered(visit_type, self.mode)
+        validate_date_range(self.start_date, self.end_date)
+        return (self.practitioner_id, place.institution_id, place.time_zone, place.hours,
+                place.calendar, visit_type.code, self.mode.value, self.start_date,
+                self.end_date, self.requested_zone.key), place
+
+
+def _answers_get(key: tuple[Hashable, ...], now: datetime) -> Answer | None:
     answer = _answers.get(key)
-    if answer is not None and answer.true_at(now):
-        return answer
-    answer = _computed(connection, key, place, practitioner_id, visit_type, mode, start_date,
-                       end_date, requested_zone, now)
+    return answer if answer is not None and answer.true_at(now) else None
+
+
+def _keep(key: tuple[Hashable, ...], answer: Answer) -> Answer:
     if len(_answers) >= ANSWERS_LIMIT:
         _answers.clear()
     _answers[key] = answer
@@ -131,15 +207,17 @@ def cached_free_slots(
 
 
 def _computed(connection: Connection, key: tuple[Hashable, ...], place: SearchPlace,
-              practitioner_id: int, visit_type: VisitType, mode: VisitMode, start_date: date,
-              end_date: date, requested_zone: ZoneInfo, now: datetime) -> Answer:
+              search: _Search) -> Answer:
     hours_key, availability = hours_of_version(connection, place.hours)
-    grid = SearchGrid(availability, resolve_zone(place.time_zone), visit_type, mode, hours_key)
-    requested = search_interval(start_date, end_date, requested_zone)
-    busy = practitioner_busy(connection, practitioner_id, requested.start,
+    visit_type = visit_type_by_code(search.visit_type_code)
+    grid = SearchGrid(availability, resolve_zone(place.time_zone), visit_type, search.mode,
+                      hours_key)
+    requested = search_interval(search.start_date, search.end_date, search.requested_zone)
+    busy = practitioner_busy(connection, search.practitioner_id, requested.start,
                              requested.end + visit_type.step)
-    pieces = service.free_slot_pieces(grid, requested, requested_zone, now=now, busy=busy)
-    valid_until = first_start_from(grid, requested, max(requested.start, now))
+    pieces = service.free_slot_pieces(grid, requested, search.requested_zone, now=search.now,
+                                      busy=busy)
+    valid_until = first_start_from(grid, requested, max(requested.start, search.now))
     tag = hashlib.blake2b(repr((_FORMAT, key, valid_until)).encode(), digest_size=12)
     return Answer(pieces, valid_until, f'W/"{tag.hexdigest()}"')
 
@@ -165,5 +243,6 @@ def first_start_from(grid: SearchGrid, requested: Interval, earliest: datetime
 
 
 def forget_answers() -> None:
-    """Drop every cached answer (tests)."""
+    """Drop every cached answer and kept place (tests)."""
     _answers.clear()
+    forget_places()

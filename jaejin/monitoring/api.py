@@ -70,6 +70,7 @@ from jaejin.core.authn import client_address as request_address
 from jaejin.core.database import get_engine, session_factory, utcnow
 from jaejin.core.errors import Problem, forbidden, not_found, request_language
 from jaejin.core.i18n import N_, translate
+from jaejin.core.lean import lean_routes
 from jaejin.core.openapi import inline_schema
 from jaejin.directory.store import Patient
 from jaejin.monitoring import group_commit
@@ -398,6 +399,12 @@ async def post_readings(patient_id: int, request: Request) -> Response:
             request, result_json(patient, result, language, received_at))
 
     return await run_in_threadpool(work)
+
+
+#: The readings POST, the busiest route of all (one reading per request from every device),
+#: answered by `core.lean`'s lane without the FastAPI stack's per-request layers; the FastAPI
+#: declaration above stays (OpenAPI, and the same answer either way in).
+LEAN_ROUTES = lean_routes(post_readings)
 
 
 # ------------------------------------------------------------------ small batches, grouped

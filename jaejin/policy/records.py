@@ -24,12 +24,16 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from sqlalchemy import (
     JSON,
+    Boolean,
+    ColumnElement,
     Index,
     Integer,
     Select,
+    String,
     bindparam,
     case,
     cast,
@@ -38,7 +42,11 @@ from sqlalchemy import (
     null,
     select,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from jaejin.core.config import get_settings
 from jaejin.core.database import utcnow
@@ -204,6 +212,11 @@ class ShareCache:
                                     minimum=self.minimum):
             return None
         return entry.total, entry.remote
+
+    def usable(self, scope: str, cap: float | None) -> list[int]:
+        """The institutions (of the database `scope`) whose `counts` are usable against `cap`."""
+        return [institution for key, institution in list(self._entries)
+                if key == scope and self.counts((key, institution), cap) is not None]
 
     def store(self, key: tuple[str, int], total: int, remote: int) -> None:
         if self.seconds > 0 and total >= self.minimum:
@@ -409,6 +422,174 @@ def _records(db: Session, patient: Patient, institution: Institution, at: dateti
     return _Records(_history_entries(encounters), frozenset(consents), counts)
 
 
+# -- the records read by the caller's own statement -------------------------------------------
+#
+# A booking reads the patient, the institution and the practitioner in one statement; the
+# records a decision needs ride along in it as three more columns (`visit_records_columns`),
+# so a video booking sends one read instead of two. `decide_for_visit(records=...)` then judges
+# exactly as if it had read them itself.
+
+
+class _JsonArray(FunctionElement[Any]):
+    """A JSON array of the values given (one row's)."""
+
+    type = JSON()
+    inherit_cache = True
+
+
+class _JsonAggregate(FunctionElement[Any]):
+    """A JSON array of one value per row (NULL or [] for no rows, depending on the database)."""
+
+    type = JSON()
+    inherit_cache = True
+
+
+class _InJsonList(ColumnElement[bool]):
+    """`column` is one of the integers of a JSON array bound as `parameter` (a fixed
+    statement, whatever the list's length)."""
+
+    type = Boolean()
+    inherit_cache = True
+    # What the statement cache keys on: without it every statement holding one is compiled
+    # again on every execution.
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy declares it a list)
+        ("column", InternalTraversal.dp_clauseelement),
+        ("parameter", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: ColumnElement[int] | InstrumentedAttribute[int],
+                 parameter: str) -> None:
+        self.column = (column.__clause_element__() if isinstance(column, InstrumentedAttribute)
+                       else column)
+        self.parameter = bindparam(parameter, type_=String())
+
+
+@compiles(_JsonArray, "postgresql")
+def _json_array_postgresql(element: _JsonArray, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_build_array({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_JsonArray)
+def _json_array_sqlite(element: _JsonArray, compiler: SQLCompiler, **kw: Any) -> str:
+    # JSON held as text is embedded as JSON, not as a string.
+    values = [f"json({compiler.process(clause, **kw)})" if isinstance(clause.type, JSON)
+              else compiler.process(clause, **kw) for clause in element.clauses]
+    return f"json_array({', '.join(values)})"
+
+
+@compiles(_JsonAggregate, "postgresql")
+def _json_aggregate_postgresql(element: _JsonAggregate, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_agg({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_JsonAggregate)
+def _json_aggregate_sqlite(element: _JsonAggregate, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_InJsonList, "postgresql")
+def _in_json_list_postgresql(element: _InJsonList, compiler: SQLCompiler, **kw: Any) -> str:
+    column, parameter = (compiler.process(part, **kw) for part in (element.column,
+                                                                     element.parameter))
+    return (f"{column} IN (SELECT CAST(value AS INTEGER) "  # noqa: S608 (compiled clauses)
+            f"FROM json_array_elements_text(CAST({parameter} AS JSON)))")
+
+
+@compiles(_InJsonList)
+def _in_json_list_sqlite(element: _InJsonList, compiler: SQLCompiler, **kw: Any) -> str:
+    column, parameter = (compiler.process(part, **kw) for part in (element.column,
+                                                                     element.parameter))
+    return f"{column} IN (SELECT value FROM json_each({parameter}))"  # noqa: S608
+
+
+def _constants(values: Iterable[str]) -> list[Any]:
+    """Code constants written into the statement: no list bound (and expanded) per call."""
+    return [literal_column(f"'{value}'", String) for value in values]
+
+
+def visit_records_columns(patient_id: ColumnElement[int] | InstrumentedAttribute[int],
+                          institution_id: ColumnElement[int] | InstrumentedAttribute[int]
+                          ) -> tuple[Any, Any, Any]:
+    """(encounters, consents, counts): columns reading, for the patient and institution of the
+    caller's statement, what `decide_for_visit` reads; the caller binds
+    `visit_records_parameters` and gives the three values to `VisitRecords.of`.
+
+    encounters: every encounter of the patient at the institution, at any time (the caller may
+    also want the latest diagnosis); consents: the kinds either rule set asks for, active at
+    `records_at`; counts: the institution's share window, unless listed in `share_cached`."""
+    at = bindparam("records_at", type_=Encounter.started_at.type)
+    encounters = select(_JsonAggregate(_JsonArray(
+        Encounter.started_at, Encounter.mode, Encounter.kind, Encounter.conditions))).where(
+        Encounter.patient_id == patient_id,
+        # The patient's own index, as in `_records` (not the institution's whole past).
+        Encounter.institution_id + 0 == institution_id,
+    ).scalar_subquery()
+    consents = select(_JsonAggregate(Consent.kind)).where(
+        Consent.patient_id == patient_id,
+        Consent.institution_id == institution_id,
+        Consent.kind.in_(_constants(DOMESTIC_CONSENTS + ABROAD_CONSENTS)),
+        Consent.granted_at <= at,
+        (Consent.withdrawn_at.is_(None)) | (Consent.withdrawn_at > at),
+    ).scalar_subquery()
+    telemedicine = case((Encounter.mode.in_(_constants(TELEMEDICINE_MODES)), 1), else_=0)
+    share = select(_JsonArray(func.count(Encounter.id), func.sum(telemedicine))).where(
+        Encounter.institution_id == institution_id,
+        Encounter.started_at >= bindparam("share_from", type_=Encounter.started_at.type),
+        Encounter.started_at < bindparam("share_at", type_=Encounter.started_at.type),
+    ).scalar_subquery()
+    counts = case((_InJsonList(institution_id, "share_cached"), null()), else_=share)
+    return encounters, consents, counts
+
+
+def visit_records_parameters(db: Session, at: datetime, *,
+                             registry: PackRegistry | None = None) -> dict[str, Any]:
+    """The parameters of `visit_records_columns` for a visit at `at`: the institutions whose
+    cached counts `decide_for_visit` will use are not counted."""
+    _require_aware(at, "at")
+    now = utcnow()
+    cached: list[int] = []
+    if at >= now:
+        cached = SHARE_CACHE.usable(_cache_scope(db),
+                                    _share_cap_on(registry or policy_registry(), at))
+    share_at = min(at, now)
+    return {"records_at": at, "share_from": share_at - SHARE_WINDOW, "share_at": share_at,
+            "share_cached": orjson.dumps(cached).decode()}
+
+
+@dataclass(frozen=True, slots=True)
+class VisitRecords:
+    """What `visit_records_columns` read for one patient at one institution, at `at`."""
+
+    at: datetime
+    #: (started_at, mode, kind, conditions) of every encounter at the institution, newest first.
+    encounters: list[tuple[datetime, str, str, list[str] | None]]
+    consents: frozenset[str]
+    #: (all, telemedicine) encounters of the share window; None: left to the cache.
+    counts: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, at: datetime, encounters: list[list[Any]] | None,
+           consents: list[str] | None, counts: list[int | None] | None) -> VisitRecords:
+        rows = [(_json_instant(started_at), mode, kind, conditions)
+                for started_at, mode, kind, conditions in encounters or ()]
+        rows.sort(key=lambda row: row[0], reverse=True)
+        total_remote = (int(counts[0] or 0), int(counts[1] or 0)) if counts is not None else None
+        return cls(at, rows, frozenset(consents or ()), total_remote)
+
+    def latest_conditions(self) -> list[str] | None:
+        """The diagnoses of the newest encounter that has any (None: no encounter has)."""
+        return next((conditions for *_, conditions in self.encounters if conditions), None)
+
+    def up_to(self, at: datetime, counts: tuple[int, int]) -> _Records:
+        return _Records(_history_entries(row for row in self.encounters if row[0] <= at),
+                        self.consents, counts)
+
+
+def _json_instant(text: str) -> datetime:
+    """An instant as JSON carries it: PostgreSQL writes its offset, SQLite stores UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def patient_facts(patient: Patient) -> dict[str, Any]:
     """The `patient` part of a request, from the Patient row."""
     lives_in_korea = patient.residence_country == "KR"
@@ -484,6 +665,11 @@ def request_for_visit(
     )
 
 
+def _cache_scope(db: Session) -> str:
+    """Which database the share cache's counts are of."""
+    return str(db.get_bind().engine.url)
+
+
 def _share_cap_on(registry: PackRegistry, at: datetime) -> float | None:
     """The share cap of the domestic pack deciding a visit at `at` (None: no cap, no pack)."""
     compiled = registry.korean_rules_on(korean_date(at))
@@ -506,9 +692,12 @@ def _request(
     lang: str,
     share_cache: ShareCache | None,
     registry: PackRegistry | None,
+    read: VisitRecords | None = None,
 ) -> EvaluationRequest:
     """`request_for_visit`; with a `share_cache` (and the `registry` deciding), a booking ahead
-    may take the institution's counts from the cache where no decision can differ."""
+    may take the institution's counts from the cache where no decision can differ; with `read`
+    (the records the caller's statement read for this patient and institution at `at`)
+    nothing more is read unless the counts it left to the cache are no longer there."""
     _require_aware(at, "at")
     if patient.institution_id != institution.id:
         raise ValueError(
@@ -527,15 +716,23 @@ def _request(
     # Only a visit ahead may use cached counts; a decision for a past moment (a replay for an
     # audit, a visit already under way) is always counted exactly.
     if share_cache is not None and registry is not None and at >= now:
-        cache_key = (str(db.get_bind().engine.url), institution.id)
+        cache_key = (_cache_scope(db), institution.id)
         counts = share_cache.counts(cache_key, _share_cap_on(registry, at))
-    records = _records(db, patient, institution, at, consent_kinds=consent_kinds,
-                       share_at=share_at if counts is None else None)
-    if counts is None:
-        assert records.counts is not None  # the statement had its counting part
-        counts = records.counts
-        if share_cache is not None and cache_key is not None:
-            share_cache.store(cache_key, *counts)
+    if read is not None and read.at == at:
+        if counts is None:
+            # Left out of the read for the cache, which has since let it go: counted now.
+            counts = read.counts or telemedicine_counts(db, institution.id, share_at)
+            if share_cache is not None and cache_key is not None:
+                share_cache.store(cache_key, *counts)
+        records = read.up_to(at, counts)
+    else:
+        records = _records(db, patient, institution, at, consent_kinds=consent_kinds,
+                           share_at=share_at if counts is None else None)
+        if counts is None:
+            assert records.counts is not None  # the statement had its counting part
+            counts = records.counts
+            if share_cache is not None and cache_key is not None:
+                share_cache.store(cache_key, *counts)
     if consent_recorded is None:
         consent_recorded = records.consents >= set(consent_kinds)
     total, remote = counts
@@ -574,14 +771,18 @@ def decide_for_visit(
     identity_verified: bool | None = None,
     lang: str,
     registry: PackRegistry | None = None,
+    records: VisitRecords | None = None,
 ) -> Decision:
     """Judge a proposed visit from the records: call it when booking, starting and prescribing.
 
     Same arguments as `request_for_visit` (read its docstring), plus `registry` (default: the
-    packs loaded at start-up, `policy_registry()`). Returns the engine's `Decision`:
-    `decision.decision` is DecisionKind.ALLOWED / CONDITIONAL / DENIED, with `reasons`,
-    `conditions`, `prescriptions`, `documents` and `alternatives` (render them with the
-    template partial `policy/_decision.html`; refuse with `policy_denied_problem(decision)`).
+    packs loaded at start-up, `policy_registry()`) and `records`: the patient's records at this
+    institution already read by the caller's statement (`visit_records_columns`; the decision
+    is the same as when read here; records read for another moment than `at` are not used).
+    Returns the engine's `Decision`: `decision.decision` is DecisionKind.ALLOWED / CONDITIONAL /
+    DENIED, with `reasons`, `conditions`, `prescriptions`, `documents` and `alternatives`
+    (render them with the template partial `policy/_decision.html`; refuse with
+    `policy_denied_problem(decision)`).
 
     A denied visit must not be booked or started. A conditional one may be booked; before it
     starts, call again with the facts that meet the conditions (identity_verified=True, consent
@@ -596,7 +797,7 @@ def decide_for_visit(
         db, patient=patient, institution=institution, at=at, mode=mode, condition=condition,
         tri_party=tri_party, prescriptions=prescriptions, documents=documents,
         consent_recorded=consent_recorded, identity_verified=identity_verified, lang=lang,
-        share_cache=SHARE_CACHE, registry=registry,
+        share_cache=SHARE_CACHE, registry=registry, read=records,
     )
     return evaluate(request, registry)
 

@@ -47,7 +47,7 @@ from jaejin.directory.store import (
 )
 from jaejin.policy.decision import Decision
 from jaejin.policy.errors import RequestError
-from jaejin.policy.records import decide_for_visit, policy_denied_problem
+from jaejin.policy.records import VisitRecords, decide_for_visit, policy_denied_problem
 from jaejin.policy.vocabulary import DecisionKind
 from jaejin.scheduling import appointments as lifecycle
 from jaejin.scheduling import notifications, wire
@@ -808,7 +808,7 @@ def visit_condition(db: Session, patient: Patient, institution: Institution,
 
 def judge_telemedicine(db: Session, *, patient: Patient, institution: Institution,
                        at: datetime, condition: str | None, tri_party: bool,
-                       lang: str) -> Decision:
+                       lang: str, records: VisitRecords | None = None) -> Decision:
     if condition is None:
         raise _invalid("condition", "CONDITION_REQUIRED",
                        N_("Say which condition this video visit follows up (a KCD code such as "
@@ -816,7 +816,7 @@ def judge_telemedicine(db: Session, *, patient: Patient, institution: Institutio
     try:
         decision = decide_for_visit(db, patient=patient, institution=institution, at=at,
                                     mode=VisitMode.VIDEO.value, condition=condition,
-                                    tri_party=tri_party, lang=lang)
+                                    tri_party=tri_party, lang=lang, records=records)
     except ValidationError as error:
         fields = [".".join(str(part) for part in item["loc"]) for item in error.errors()]
         raise Problem(422, "POLICY_INPUT_INVALID",
@@ -990,12 +990,13 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
     answer).
 
     The hot path in statements: one read of everything the decision needs (patient,
-    institution, practitioner, the version of their hours, the latest diagnosis, whether the
-    time is already held: a taken slot is answered from it, before anything is written; and on
-    PostgreSQL the new appointment's id), the policy engine's one read for a video visit, then
-    the appointment, its occupancy blocks and its outbox rows (one statement on PostgreSQL, one
-    INSERT each on SQLite: `store.write_booking`), the practitioner's calendar version and the
-    audit entry. The occupancy's UNIQUE constraint still decides between simultaneous bookings.
+    institution, practitioner, the version of their hours, whether the time is already held: a
+    taken slot is answered from it, before anything is written; for a video visit the records
+    the telemedicine rules decide on, which also give the latest diagnosis; and on PostgreSQL
+    the new appointment's id), then the appointment, its occupancy blocks, its outbox rows and
+    the practitioner's calendar version (one statement on PostgreSQL, one each on SQLite:
+    `store.write_booking`), and the audit entry. The occupancy's UNIQUE constraint still
+    decides between simultaneous bookings.
     """
     now = now or utcnow()
     lang = principal.language
@@ -1008,7 +1009,7 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
         db, patient_id=request.patient_id, practitioner_id=request.practitioner_id,
         practitioner_busy=Interval(request.start, request.start + step),
         patient_busy=Interval(request.start, request.start + duration),
-        with_conditions=request.condition is None and request.mode is VisitMode.VIDEO)
+        records_at=request.start if request.mode is VisitMode.VIDEO else None)
     if rows is None:
         raise not_found("patient")
     patient, institution, practitioner = rows.patient, rows.institution, rows.practitioner
@@ -1046,13 +1047,13 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
                              patient=patient, range_zone=patient_zone)
 
     tri_party = request.tri_party or schedule.visit_type.code == "tri_party_consultation"
-    condition = request.condition or (str(rows.latest_conditions[0])
-                                      if rows.latest_conditions else None)
+    latest = rows.records.latest_conditions() if rows.records else None
+    condition = request.condition or (str(latest[0]) if latest else None)
     decision: Decision | None = None
     if schedule.mode is VisitMode.VIDEO:
         decision = judge_telemedicine(db, patient=patient, institution=institution,
                                       at=slot.start, condition=condition,
-                                      tri_party=tri_party, lang=lang)
+                                      tri_party=tri_party, lang=lang, records=rows.records)
 
     interpreter_id: int | None = None
     if language is not None:
@@ -1083,15 +1084,15 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
             written, notifications.Change.BOOKED, settings=settings, now=now,
             texts_patient=texts_patient)
 
-    # The appointment, its occupancy blocks and its invitations and reminders (one statement
-    # on PostgreSQL). A clash means a booking that committed meanwhile took the time: nothing
-    # of this attempt is left (the caller's transaction may go on), and it is explained.
+    # The appointment, its occupancy blocks, its invitations and reminders and the
+    # practitioner's calendar version (one statement on PostgreSQL). A clash means a booking
+    # that committed meanwhile took the time: nothing of this attempt is left (the caller's
+    # transaction may go on), and it is explained.
     clashed = write_booking(db, appointment, messages_for)
     if clashed:
         names = {name for name, key in Attempt.of(appointment).keys.items() if key in clashed}
         raise _taken_problem(names, schedule, db, slot.start, now=now, lang=lang,
                              language=language, patient=patient, range_zone=patient_zone)
-    bump_calendar(db, practitioner.id)
     audit(db, principal, AuditEvent(
         "create", "appointment", str(appointment.id), patient.id, institution.id,
         detail={"start": slot.start.isoformat(), "mode": schedule.mode.value,

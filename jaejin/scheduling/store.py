@@ -43,7 +43,6 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
-    cast,
     delete,
     exists,
     insert,
@@ -59,7 +58,8 @@ from sqlalchemy.orm import Mapped, Session, make_transient_to_detached, mapped_c
 from jaejin.core.database import Base, utcnow
 from jaejin.core.events import OutboxMessage
 from jaejin.core.i18n import LANGUAGE_TAG_LENGTH
-from jaejin.directory.store import Encounter, Institution, Patient, Practitioner, PractitionerRole
+from jaejin.directory.store import Institution, Patient, Practitioner, PractitionerRole
+from jaejin.policy.records import VisitRecords, visit_records_columns, visit_records_parameters
 from jaejin.scheduling.appointments import AppointmentState, AppointmentStatus
 from jaejin.scheduling.model import Availability, Interval, VisitMode
 from jaejin.scheduling.schemas import AvailabilityIn
@@ -377,17 +377,30 @@ def remove_appointment(db: Session, appointment: Appointment) -> None:
 
 
 def _booking_write_statement() -> Any:
-    """PostgreSQL: a new appointment, its outbox rows and its occupancy blocks in ONE statement
-    (data-modifying CTEs; the foreign keys are checked at its end), the id taken beforehand
-    from the appointments' sequence (`BookingRows.next_appointment_id`). Returns the resource
-    keys of the blocks claimed: blocks already held are skipped, as in `claim_blocks`."""
+    """PostgreSQL: a new appointment, its outbox rows, its occupancy blocks and the
+    practitioner's calendar version (`bump_calendar`) in ONE statement (data-modifying CTEs;
+    the foreign keys are checked at its end), the id taken beforehand from the appointments'
+    sequence (`BookingRows.next_appointment_id`). Returns the resource keys of the blocks
+    claimed: blocks already held are skipped, as in `claim_blocks`.
+
+    The blocks are claimed first (the outer SELECT reads them; the other CTEs run after it),
+    so locks are taken in the order `bump_calendar` asks for: blocks, then the version row.
+    The version is raised only when every block was claimed: a clash leaves it untouched."""
     columns = ("id", *_APPOINTMENT_COLUMNS)
     values = ", ".join(f"CAST(:{name} AS JSON)" if name == "policy_decision" else f":{name}"
                        for name in columns)
     outbox = OutboxMessage.__table__.c
     # Only the models' own table and column names are put in the text; every value is bound.
+    versions = CalendarVersion.__tablename__
     sql = f"""
-WITH new_appointment AS (
+WITH claimed AS (
+    INSERT INTO {OccupancyBlock.__tablename__} (appointment_id, resource_key, block_start)
+    SELECT :id, block.resource_key, block.block_start
+    FROM json_to_recordset(CAST(:blocks AS JSON))
+         AS block(resource_key TEXT, block_start TIMESTAMPTZ)
+    ON CONFLICT (resource_key, block_start) DO NOTHING
+    RETURNING resource_key
+), new_appointment AS (
     INSERT INTO {Appointment.__tablename__} ({", ".join(columns)}) VALUES ({values})
 ), queued AS (
     INSERT INTO {OutboxMessage.__tablename__}
@@ -398,12 +411,12 @@ WITH new_appointment AS (
            message.available_at, 0, :max_attempts
     FROM json_to_recordset(CAST(:messages AS JSON))
          AS message(topic TEXT, payload JSON, dedupe_key TEXT, available_at TIMESTAMPTZ)
+), bumped AS (
+    INSERT INTO {versions} (resource_key, version)
+    SELECT :calendar_key, 1 WHERE (SELECT count(*) FROM claimed) = :block_count
+    ON CONFLICT (resource_key) DO UPDATE SET version = {versions}.version + 1
 )
-INSERT INTO {OccupancyBlock.__tablename__} (appointment_id, resource_key, block_start)
-SELECT :id, block.resource_key, block.block_start
-FROM json_to_recordset(CAST(:blocks AS JSON)) AS block(resource_key TEXT, block_start TIMESTAMPTZ)
-ON CONFLICT (resource_key, block_start) DO NOTHING
-RETURNING resource_key
+SELECT resource_key FROM claimed
 """  # noqa: S608
     return text(sql).columns(OccupancyBlock.resource_key)
 
@@ -417,21 +430,24 @@ _WITHDRAW_MESSAGES = delete(OutboxMessage).where(
 
 def write_booking(db: Session, appointment: Appointment,
                   messages_for: Callable[[Appointment], list[dict[str, Any]]]) -> set[str]:
-    """Write a new appointment (every column set, as for `add_appointment`), claim its blocks
-    and queue its outbox messages (`messages_for(appointment)` once its id is known: `topic`,
-    `payload`, `available_at`, `dedupe_key` each); the resource keys found already held
-    (empty: booked). After a clash nothing of the attempt is left in the transaction.
+    """Write a new appointment (every column set, as for `add_appointment`), claim its blocks,
+    queue its outbox messages (`messages_for(appointment)` once its id is known: `topic`,
+    `payload`, `available_at`, `dedupe_key` each) and raise the practitioner's calendar version
+    (`bump_calendar`); the resource keys found already held (empty: booked). After a clash
+    nothing of the attempt is left in the transaction.
 
     On PostgreSQL, with the id already taken from the sequence, one statement; elsewhere one
-    INSERT each (SQLite runs in the process: a statement costs no round trip)."""
+    statement each (SQLite runs in the process: a statement costs no round trip)."""
     connection = db.connection()
     if connection.dialect.name != "postgresql" or appointment.__dict__.get("id") is None:
         add_appointment(db, appointment)
         clashed = claim_blocks(db, appointment)
         if clashed:
             remove_appointment(db, appointment)
-        elif messages := messages_for(appointment):
+            return clashed
+        if messages := messages_for(appointment):
             connection.execute(_INSERT_MESSAGES, messages).close()
+        bump_calendar(db, appointment.practitioner_id)
         return clashed
     messages = messages_for(appointment)
     blocks = occupancy_rows(appointment)
@@ -443,7 +459,9 @@ def write_booking(db: Session, appointment: Appointment,
     # cheaper to send than arrays the driver would adapt item by item.
     values |= {"created_at": appointment.created_at, "max_attempts": _OUTBOX_MAX_ATTEMPTS,
                "messages": orjson.dumps(messages).decode(),
-               "blocks": orjson.dumps(blocks).decode()}
+               "blocks": orjson.dumps(blocks).decode(), "block_count": len(blocks),
+               "calendar_key": resource_key(ResourceKind.PRACTITIONER,
+                                            appointment.practitioner_id)}
     clashed = _unclaimed(blocks, connection.execute(_BOOKING_WRITE, values).scalars().all())
     if clashed:
         connection.execute(delete(OccupancyBlock).where(
@@ -704,8 +722,8 @@ class BookingRows:
     #: None when the practitioner has no active role at the patient's institution.
     practitioner: Practitioner | None
     hours: HoursVersion | None
-    #: Diagnoses of the patient's latest encounter at the institution that has any.
-    latest_conditions: list[str] | None
+    #: The patient's records at the institution the telemedicine rules decide on (video).
+    records: VisitRecords | None
     #: Whether the practitioner's or the patient's time asked about is already held.
     practitioner_held: bool
     patient_held: bool
@@ -720,21 +738,15 @@ _NEXT_APPOINTMENT_ID = literal_column(
     f"nextval(pg_get_serial_sequence('{Appointment.__tablename__}', 'id'))", Integer)
 
 
-def _booking_statement(with_conditions: bool, with_next_id: bool = False) -> Any:
+def _booking_statement(with_records: bool, with_next_id: bool = False) -> Any:
     practitioner_id: Any = bindparam("practitioner_id")
     columns: list[Any] = [
         Patient, Institution, Practitioner, AvailabilityRow.id, AvailabilityRow.updated_at,
         _held_between("practitioner_key", "practitioner_from", "practitioner_until"),
         _held_between("patient_key", "patient_from", "patient_until"),
     ]
-    if with_conditions:
-        columns.append(
-            select(Encounter.conditions).where(
-                Encounter.patient_id == Patient.id,
-                Encounter.institution_id == Patient.institution_id,
-                Encounter.conditions.is_not(None),
-                cast(Encounter.conditions, String).not_in(["[]", "null"]),
-            ).order_by(Encounter.started_at.desc()).limit(1).scalar_subquery())
+    if with_records:
+        columns.extend(visit_records_columns(Patient.id, Patient.institution_id))
     if with_next_id:
         columns.append(_NEXT_APPOINTMENT_ID)
     return (
@@ -759,13 +771,16 @@ _BOOKING_ROWS = {(flag, next_id): _booking_statement(flag, next_id)
 
 def booking_rows(
     db: Session, *, patient_id: int, practitioner_id: int, practitioner_busy: Interval,
-    patient_busy: Interval, with_conditions: bool,
+    patient_busy: Interval, records_at: datetime | None = None,
 ) -> BookingRows | None:
     """The patient (None: no such patient), their institution, the practitioner if active
-    there, the practitioner's hours version there, and whether the practitioner's time
-    `practitioner_busy` or the patient's time `patient_busy` is already held."""
+    there, the practitioner's hours version there, whether the practitioner's time
+    `practitioner_busy` or the patient's time `patient_busy` is already held, and with
+    `records_at` the patient's records the telemedicine rules decide a visit then on."""
     with_next_id = db.get_bind().dialect.name == "postgresql"
-    row = db.execute(_BOOKING_ROWS[with_conditions, with_next_id], {
+    with_records = records_at is not None
+    parameters = visit_records_parameters(db, records_at) if records_at is not None else {}
+    row = db.execute(_BOOKING_ROWS[with_records, with_next_id], parameters | {
         "patient_id": patient_id, "practitioner_id": practitioner_id,
         "practitioner_key": resource_key(ResourceKind.PRACTITIONER, practitioner_id),
         "practitioner_from": _floor_to_block(practitioner_busy.start),
@@ -777,8 +792,8 @@ def booking_rows(
     if row is None:
         return None
     hours = (row[3], row[4]) if row[3] is not None else None
-    conditions = row[7] if with_conditions else None
-    return BookingRows(row[0], row[1], row[2], hours, conditions, bool(row[5]), bool(row[6]),
+    records = VisitRecords.of(records_at, *row[7:10]) if records_at is not None else None
+    return BookingRows(row[0], row[1], row[2], hours, records, bool(row[5]), bool(row[6]),
                        row[-1] if with_next_id else None)
 
 

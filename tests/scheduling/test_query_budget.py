@@ -25,14 +25,15 @@ PLATFORM_TABLES = re.compile(
     r"audit_chains)\b")
 TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|SAVEPOINT|RELEASE|ROLLBACK|COMMIT)\b", re.I)
 
-#: The writes of a booking: its appointment, occupancy blocks and outbox rows are one statement
-#: on PostgreSQL (the id read beforehand), one INSERT each on SQLite; then the upsert of the
-#: practitioner's calendar version.
-BOOKING_WRITES = {"postgresql": 1 + 1, "sqlite": 3 + 1}
+#: The writes of a booking: its appointment, occupancy blocks, outbox rows and the upsert of the
+#: practitioner's calendar version are one statement on PostgreSQL (the id read beforehand),
+#: one each on SQLite.
+BOOKING_WRITES = {"postgresql": 1, "sqlite": 3 + 1}
 #: One read of everything the booking decides on, then its writes.
 IN_PERSON_BOOKING = {database: 1 + writes for database, writes in BOOKING_WRITES.items()}
-#: The same, plus the policy engine's one read (history, consents, the institution's share).
-VIDEO_BOOKING = {database: 1 + count for database, count in IN_PERSON_BOOKING.items()}
+#: The same: what the policy engine decides on (history, consents, the institution's share)
+#: is read by the booking's one read.
+VIDEO_BOOKING = IN_PERSON_BOOKING
 #: The booking's one read, then the busy times the next free slots are found in.
 TAKEN_SLOT = 2
 #: A search answered from the cache: the practitioner where the caller may look, with the

@@ -21,6 +21,7 @@ from jaejin.scheduling.model import Interval
 from jaejin.scheduling.store import (
     BLOCK,
     Appointment,
+    CalendarVersion,
     OccupancyBlock,
     OwnerKind,
     blocks_between,
@@ -141,7 +142,7 @@ def _booked(db: Session, world: SchedulingWorld, start: datetime, patient_id: in
     rows = booking_rows(db, patient_id=patient_id, practitioner_id=world.practitioner_a,
                         practitioner_busy=Interval(start, start + timedelta(minutes=40)),
                         patient_busy=Interval(start, start + timedelta(minutes=30)),
-                        with_conditions=False)
+                        )
     assert rows is not None
     now = utcnow()
     return _appointment(
@@ -169,6 +170,9 @@ def test_a_booking_written_whole_or_not_at_all(engine: Engine, world: Scheduling
         assert db.execute(select(Appointment.id, Appointment.policy_decision)).all() == [
             (first.id, {"decision": "allowed"})]
         key = f"practitioner:{world.practitioner_a}"
+        # The booking raised the practitioner's calendar version; the clash left it alone.
+        assert db.execute(select(CalendarVersion.resource_key, CalendarVersion.version)).all() \
+            == [(key, 1)]
         assert holders_of(db, [key], world.at("10:00"), world.at("12:00")) == {first.id}
         queued = db.execute(select(OutboxMessage.dedupe_key, OutboxMessage.payload)).all()
         assert len(queued) == len(messages(first)) > 0

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import orjson
 from pydantic import ValidationError
@@ -30,6 +31,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     ColumnElement,
+    Engine,
     Index,
     Integer,
     Select,
@@ -165,6 +167,14 @@ def cached_counts_usable(total: int, remote: int, cap: float | None, *,
     return Fraction(remote) <= (Fraction(cap) - Fraction(margin)) * total
 
 
+@lru_cache(maxsize=4096)
+def _counts_usable(total: int, remote: int, cap: float | None, margin: float,
+                   minimum: int) -> bool:
+    """`cached_counts_usable`, remembered: every booking asks it again about the same counts
+    until they are taken anew, and its exact fractions cost more than the rest of the look-up."""
+    return cached_counts_usable(total, remote, cap, margin=margin, minimum=minimum)
+
+
 @dataclass(frozen=True, slots=True)
 class _CachedCounts:
     total: int
@@ -208,8 +218,7 @@ class ShareCache:
         entry = self._entries.get(key)
         if entry is None or self._clock() - entry.taken > self.seconds:
             return None
-        if not cached_counts_usable(entry.total, entry.remote, cap, margin=self.margin,
-                                    minimum=self.minimum):
+        if not _counts_usable(entry.total, entry.remote, cap, self.margin, self.minimum):
             return None
         return entry.total, entry.remote
 
@@ -666,8 +675,16 @@ def request_for_visit(
 
 
 def _cache_scope(db: Session) -> str:
-    """Which database the share cache's counts are of."""
-    return str(db.get_bind().engine.url)
+    """Which database the share cache's counts are of (an engine's URL, written once: every
+    video booking asks)."""
+    engine = db.get_bind().engine
+    scope = _scopes.get(engine)
+    if scope is None:
+        scope = _scopes[engine] = str(engine.url)
+    return scope
+
+
+_scopes: WeakKeyDictionary[Engine, str] = WeakKeyDictionary()
 
 
 def _share_cap_on(registry: PackRegistry, at: datetime) -> float | None:

@@ -169,6 +169,9 @@ def test_a_booking_written_whole_or_not_at_all(engine: Engine, world: Scheduling
 
         assert db.execute(select(Appointment.id, Appointment.policy_decision)).all() == [
             (first.id, {"decision": "allowed"})]
+        # Every column reads back as the appointment held it.
+        written = db.execute(select(Appointment.__table__)).one()._asdict()
+        assert written == {name: getattr(first, name) for name in written}
         key = f"practitioner:{world.practitioner_a}"
         # The booking raised the practitioner's calendar version; the clash left it alone.
         assert db.execute(select(CalendarVersion.resource_key, CalendarVersion.version)).all() \

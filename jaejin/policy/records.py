@@ -534,7 +534,8 @@ def visit_records_columns(patient_id: ColumnElement[int] | InstrumentedAttribute
     ).scalar_subquery()
     consents = select(_JsonAggregate(Consent.kind)).where(
         Consent.patient_id == patient_id,
-        Consent.institution_id == institution_id,
+        # The patient's index again: SQLite would otherwise read the institution's consents.
+        Consent.institution_id + 0 == institution_id,
         Consent.kind.in_(_constants(DOMESTIC_CONSENTS + ABROAD_CONSENTS)),
         Consent.granted_at <= at,
         (Consent.withdrawn_at.is_(None)) | (Consent.withdrawn_at > at),

@@ -39,9 +39,9 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Connection,
     Engine,
-    Integer,
     String,
     and_,
     any_,
@@ -79,6 +79,10 @@ IDLE_SECONDS = 1.0
 #: At most this many practitioners are watched (ids beyond are read at each search).
 WATCHED_LIMIT = 4096
 
+#: The name of the threads that read places again (a statement count of one request may
+#: leave out what they send meanwhile).
+THREAD_NAME = "jaejin-place-watch"
+
 #: Tables the places are read from: a write to one of them may change a search's answer.
 _CALENDARS = CalendarVersion.__tablename__
 _OTHER_SOURCES = (AvailabilityRow.__tablename__, PractitionerRole.__tablename__,
@@ -93,7 +97,8 @@ def _places_statement(dialect_name: str) -> Any:
     """Every active place of the practitioners in the bound list `ids` (on PostgreSQL an
     integer array, elsewhere a JSON array): one statement whatever their number, built once."""
     if dialect_name == "postgresql":
-        wanted = PractitionerRole.practitioner_id == any_(cast(bindparam("ids"), ARRAY(Integer)))
+        wanted = PractitionerRole.practitioner_id == any_(cast(bindparam("ids"),
+                                                               ARRAY(BigInteger)))
     else:
         wanted = PractitionerRole.practitioner_id.in_(
             select(literal_column("value")).select_from(func.json_each(bindparam("ids"))))
@@ -143,6 +148,7 @@ class _DriverForm:
 
 
 _forms: dict[str, _DriverForm] = {}
+_SMALLEST_ID, _LARGEST_ID = -(2**63), 2**63 - 1
 
 
 def read_places(connection: Connection, practitioner_ids: list[int]
@@ -153,7 +159,11 @@ def read_places(connection: Connection, practitioner_ids: list[int]
         form = _forms[connection.dialect.name] = _DriverForm.of(connection.dialect)
     found: dict[int, dict[int, SearchPlace]] = {identifier: {}
                                                  for identifier in practitioner_ids}
-    rows = connection.exec_driver_sql(form.sql, form.parameters(practitioner_ids)).all()
+    # An id no database integer can hold names nobody (and no driver would send it).
+    possible = [identifier for identifier in practitioner_ids
+                if _SMALLEST_ID <= identifier <= _LARGEST_ID]
+    rows = connection.exec_driver_sql(form.sql, form.parameters(possible)).all() if possible \
+        else []
     for practitioner_id, institution_id, zone, hours_id, updated_at, calendar in rows:
         found[practitioner_id].setdefault(institution_id, SearchPlace(
             institution_id, zone, (hours_id, updated_at) if hours_id is not None else None,
@@ -267,7 +277,7 @@ class PlaceWatch:
             with self._lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._refresh, daemon=True,
-                                                    name="jaejin-place-watch")
+                                                    name=THREAD_NAME)
                     self._thread.start()
 
     def _refresh(self) -> None:
@@ -316,8 +326,13 @@ class PlaceWatch:
                     self._entries.pop(identifier, None)
 
     def forget(self) -> None:
+        """Drop every entry and stop reading again (the thread ends at its next wake)."""
         with self._lock:
             self._entries.clear()
+            self._asked.clear()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
 
 
 _watches: weakref.WeakKeyDictionary[Engine, PlaceWatch] = weakref.WeakKeyDictionary()

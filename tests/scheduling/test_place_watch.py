@@ -191,3 +191,13 @@ def test_another_institutions_caller_is_told_the_practitioner_does_not_exist(
 ])
 def test_the_writes_that_change_places_are_recognised(statement, parameters, written):
     assert practitioners_written(statement, parameters) == written
+
+
+@pytest.mark.parametrize("practitioner_id", [-1, 2**40, 2**63, 10**30])
+def test_an_id_naming_nobody_is_not_found_whatever_its_size(engine, world, practitioner_id):
+    query = _query(world) | {"practitioner_id": practitioner_id}
+    # Read (and kept) by the first, answered from memory by the second.
+    for answer in (search.free_slots_answer, search.answer_from_memory):
+        with pytest.raises(Problem) as refused:
+            answer(engine, **query)
+        assert refused.value.status == 404

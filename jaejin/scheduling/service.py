@@ -51,6 +51,7 @@ from jaejin.policy.records import VisitRecords, decide_for_visit, policy_denied_
 from jaejin.policy.vocabulary import DecisionKind
 from jaejin.scheduling import appointments as lifecycle
 from jaejin.scheduling import notifications, wire
+from jaejin.scheduling.alternatives import held_time
 from jaejin.scheduling.appointments import AppointmentStatus
 from jaejin.scheduling.errors import ErrorCode, SchedulingError
 from jaejin.scheduling.model import (
@@ -735,8 +736,8 @@ def _free_slots_in(db: Session, schedule: Schedule, first: date, last: date, *,
         busy = practitioner_busy(db, schedule.practitioner.id, requested.start, reach,
                                  excluding=excluding)
     else:
-        busy, own = practitioner_and_patient_busy(db, schedule.practitioner.id, patient.id,
-                                                  requested.start, reach, excluding=excluding)
+        busy, own = held_time(db, schedule.practitioner.id, patient.id, requested.start, reach,
+                              excluding=excluding)
     taken, patient_taken = IntervalSet(busy), IntervalSet(own)
     earliest = max(requested.start, now, after)
     grids = day_grids(schedule)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from jaejin.core.accounts import Role
 from jaejin.core.audit import AuditEntry
 from jaejin.core.authn import Principal
+from jaejin.core.database import session_factory
 from jaejin.core.errors import Problem
 from jaejin.directory.store import Patient
 from jaejin.monitoring import group_commit
@@ -392,3 +393,41 @@ def test_the_same_key_in_two_groups_written_at_once_is_stored_once(engine, actor
     assert retry["status"] == "duplicate"
     assert retry["reading_ids"] == first["reading_ids"]
     assert stored_keys(db) == ["json:raced"]
+
+
+def test_readings_written_in_a_group_are_stored_as_when_written_alone(engine, actors, db,
+                                                                      patients):
+    gateway = gateway_of(actors.a.id)
+    seoul = (datetime.now(UTC) - timedelta(minutes=7)).astimezone(
+        timezone(timedelta(hours=9))).isoformat()
+    bodies = [{"readings": [{"idempotency_key": f"odd-{patient.id}", "metric": "body_weight",
+                             "value": 61.35, "unit": "kg", "effective_at": seoul,
+                             "device": "체중계 \\ \"v2\""},
+                            bp_panel(f"panel-{patient.id}")]}
+              for patient in patients[:3]]
+    grouped = write_together(GroupCommit(engine, write_small_batches),
+                             [batch(patient, gateway, body)
+                              for patient, body in zip(patients, bodies, strict=False)])
+    assert [answer["counts"]["created"] for answer in grouped] == [2, 2, 2]
+    with session_factory(engine)() as reading:  # closed at once: SQLite's write lock
+        stored = [(row.value, row.unit, row.effective_offset_minutes, row.source_device,
+                   row.effective_at) for row in reading.scalars(
+            select(ReadingRow).where(ReadingRow.metric == "body_weight")
+            .order_by(ReadingRow.id))]
+    assert stored == [(61.35, "kg", 540, "체중계 \\ \"v2\"", datetime.fromisoformat(seoul))] * 3
+
+    # Sent again one by one (a group of one is written with plain parameters): every reading
+    # is found stored, by its fingerprint and its key, with the ids the group gave it.
+    for patient, body, answer in zip(patients, bodies, grouped, strict=False):
+        [again] = write_together(GroupCommit(engine, write_small_batches),
+                                 [batch(patient, gateway, body)])
+        assert not isinstance(again, Exception), again
+        assert again["counts"]["duplicate"] == 2
+        assert [item["reading_ids"] for item in again["items"]] == [
+            item["reading_ids"] for item in answer["items"]]
+
+
+def bp_panel(key: str) -> dict[str, Any]:
+    moment = datetime.now(UTC) - timedelta(minutes=3)
+    return {"idempotency_key": key, "metric": "blood_pressure", "systolic": 128,
+            "diastolic": 82, "unit": "mmHg", "effective_at": moment.isoformat()}

@@ -47,7 +47,7 @@ from jaejin.core.authn import (
     requires,
     resolve_principal,
 )
-from jaejin.core.database import get_engine, read_connection, session_factory, utcnow
+from jaejin.core.database import get_engine, session_factory, utcnow
 from jaejin.core.errors import Problem, not_found, validation_problem
 from jaejin.core.i18n import LANGUAGE_TAG_LENGTH, N_
 from jaejin.core.lean import lean_routes
@@ -407,22 +407,37 @@ async def search_slots(request: Request, practitioner_id: int) -> Response:
     except ValidationError as error:
         raise validation_problem([{**item, "loc": ("query", *item["loc"])}
                                   for item in error.errors()]) from None
+    if _cacheable(principal, query):
+        # Kept in memory (places and answer): answered on the event loop, nothing read.
+        answer = scheduling_call(
+            principal, search.answer_from_memory, _engine(request),
+            institutions_seen=service.institutions_seen_by(principal),
+            practitioner_id=practitioner_id, requested_institution=query.institution_id,
+            visit_type_code=query.visit_type, mode=query.mode, start_date=query.start,
+            end_date=query.end, requested_zone=scheduling_call(principal, resolve_zone, query.tz),
+            now=utcnow())
+        if answer is not None:
+            return answer_response(request, answer)
     return await run_in_threadpool(_search_slots, request, principal, practitioner_id, query)
+
+
+def _cacheable(principal: Principal, query: SlotQuery) -> bool:
+    """Whether the answer reads nobody's record (then it is kept: `jaejin.scheduling.search`)."""
+    return (query.patient_id is None and query.interpreter_language is None
+            and not _searches_as_patient(principal))
 
 
 def _search_slots(request: Request, principal: Principal, practitioner_id: int,
                   query: SlotQuery) -> Response:
     requested_zone: ZoneInfo = scheduling_call(principal, resolve_zone, query.tz)
-    if query.patient_id is None and query.interpreter_language is None and not (
-            _searches_as_patient(principal)):
-        # Nobody's record is read: answered from the cache, through a read that takes no lock.
-        with read_connection(_engine(request)) as connection:
-            answer: search.Answer = scheduling_call(
-                principal, search.cached_free_slots, connection,
-                institutions_seen=service.institutions_seen_by(principal),
-                practitioner_id=practitioner_id, requested_institution=query.institution_id,
-                visit_type_code=query.visit_type, mode=query.mode, start_date=query.start,
-                end_date=query.end, requested_zone=requested_zone, now=utcnow())
+    if _cacheable(principal, query):
+        # Nobody's record is read: answered from the cache, through reads that take no lock.
+        answer: search.Answer = scheduling_call(
+            principal, search.free_slots_answer, _engine(request),
+            institutions_seen=service.institutions_seen_by(principal),
+            practitioner_id=practitioner_id, requested_institution=query.institution_id,
+            visit_type_code=query.visit_type, mode=query.mode, start_date=query.start,
+            end_date=query.end, requested_zone=requested_zone, now=utcnow())
         return answer_response(request, answer)
     with session_factory(_engine(request))() as db:
         try:

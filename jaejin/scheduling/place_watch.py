@@ -281,24 +281,38 @@ class PlaceWatch:
                     self._thread.start()
 
     def _refresh(self) -> None:
-        while True:
-            time.sleep(REFRESH_SECONDS)
-            now = time.monotonic()
+        try:
+            while self._refreshed():
+                pass
+        finally:
+            # However it ends, a later search may start another.
             with self._lock:
-                for identifier in [identifier for identifier, asked in self._asked.items()
-                                   if now - asked > IDLE_SECONDS]:
-                    del self._asked[identifier]
-                    self._entries.pop(identifier, None)
-                wanted = sorted(self._asked)
-                if not wanted:
+                if self._thread is threading.current_thread():
                     self._thread = None
-                    return
-            try:
-                self._read(wanted)
-            except Exception:  # a lost connection, a restarting server: entries just expire
-                log.warning("re-reading the places of %d practitioners failed", len(wanted),
-                            exc_info=True)
-            self.refreshes += 1
+
+    def _refreshed(self) -> bool:
+        """Wait, then read again the places of practitioners asked for lately; False when
+        there are none."""
+        time.sleep(REFRESH_SECONDS)
+        now = time.monotonic()
+        with self._lock:
+            # Searches add to `_asked` without the lock: copied in one C call (the GIL held
+            # throughout), never iterated while they may add to it.
+            asked = list(self._asked.items())
+            for identifier, at in asked:
+                if now - at > IDLE_SECONDS:
+                    self._asked.pop(identifier, None)
+                    self._entries.pop(identifier, None)
+            wanted = sorted(identifier for identifier, at in asked if now - at <= IDLE_SECONDS)
+            if not wanted:
+                return False
+        try:
+            self._read(wanted)
+        except Exception:  # a lost connection, a restarting server: entries just expire
+            log.warning("re-reading the places of %d practitioners failed", len(wanted),
+                        exc_info=True)
+        self.refreshes += 1
+        return True
 
     # -- writes through this process -------------------------------------------------------
 

@@ -5,7 +5,6 @@ itself, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -20,13 +19,13 @@ from jaejin.directory.store import Consent, Encounter, Institution, Patient
 from jaejin.policy import DecisionKind
 from jaejin.policy.records import (
     SHARE_CACHE,
-    ShareCache,
     VisitRecords,
     decide_for_visit,
     visit_records_columns,
     visit_records_parameters,
 )
 from tests.policy.test_records import PILOT_2023, PILOT_2025, consent, seen
+from tests.policy.test_share_cache import share_cache  # noqa: F401 (the cache, usable from 20)
 from tests.support import make_institution, make_patient
 
 _numbers = itertools.count()
@@ -35,17 +34,6 @@ _numbers = itertools.count()
 @pytest.fixture
 def clinic(db: Session) -> Institution:
     return make_institution(db, "CLINIC-READ", kind="clinic", region="KR-11")
-
-
-@pytest.fixture
-def share_cache() -> Iterator[ShareCache]:
-    """The process cache, usable from a few encounters on; emptied afterwards."""
-    saved = SHARE_CACHE.margin, SHARE_CACHE.minimum
-    SHARE_CACHE.clear()
-    SHARE_CACHE.margin, SHARE_CACHE.minimum = 0.1, 5
-    yield SHARE_CACHE
-    SHARE_CACHE.margin, SHARE_CACHE.minimum = saved
-    SHARE_CACHE.clear()
 
 
 def read(db: Session, patient: Patient, at: datetime) -> VisitRecords:
@@ -119,20 +107,21 @@ def test_records_read_for_another_moment_are_not_used(db: Session,
     assert decide(db, patient, clinic, PILOT_2025, day_before, identity_verified=True) == exact
 
 
+@pytest.mark.usefixtures("share_cache")
 def test_counts_left_to_the_cache_are_counted_when_the_cache_let_them_go(
-        db: Session, clinic: Institution, share_cache: ShareCache) -> None:
+        db: Session, clinic: Institution) -> None:
     now = utcnow()
     patient = make_patient(db, clinic, "P-CACHED", birth_date=date(1970, 3, 2))
-    for day in range(1, 11):
-        seen(db, patient, clinic, now - timedelta(days=day),
-             mode="in_person" if day <= 9 else "video", conditions=["J30"])
+    for number in range(30):  # enough for the cache, well below the cap
+        seen(db, patient, clinic, now - timedelta(days=1 + number % 28, minutes=number),
+             mode="in_person" if number < 27 else "video", conditions=["J30"])
     ahead = now + timedelta(days=2)
-    assert read(db, patient, ahead).counts == (10, 1)
+    assert read(db, patient, ahead).counts == (30, 3)
     exact = decide(db, patient, clinic, ahead)  # the counts are cached now
     cached = read(db, patient, ahead)
     assert cached.counts is None
     assert decide(db, patient, clinic, ahead, cached) == exact
-    share_cache.clear()
+    SHARE_CACHE.clear()
     assert decide(db, patient, clinic, ahead, cached) == exact
     # A visit in the past is never judged on cached counts: they are read.
     assert read(db, patient, now - timedelta(hours=1)).counts is not None

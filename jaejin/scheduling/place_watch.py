@@ -103,8 +103,8 @@ def _places_statement(dialect_name: str) -> Any:
         wanted = PractitionerRole.practitioner_id.in_(
             select(literal_column("value")).select_from(func.json_each(bindparam("ids"))))
     return (
-        # `updated_at` as the driver returns it, as `store.search_places` keeps it: the same
-        # hours give the same key (and ETag) whichever of the two read them.
+        # `updated_at` as the driver returns it (`store.SearchPlace.hours`: a version token,
+        # only compared), so the same hours always give the same key and ETag.
         select(PractitionerRole.practitioner_id, PractitionerRole.institution_id,
                Institution.time_zone, AvailabilityRow.id,
                type_coerce(AvailabilityRow.updated_at, NullType()), CalendarVersion.version)

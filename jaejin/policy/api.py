@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from jaejin.core.authn import CurrentPrincipal, Principal
 from jaejin.core.errors import FieldError, Problem
 from jaejin.core.i18n import N_, normalise_language
+from jaejin.core.openapi import inline_schema
 from jaejin.policy import pages
 from jaejin.policy.decision import Decision
 from jaejin.policy.engine import evaluate
@@ -77,28 +78,10 @@ def decision_json(decision: Decision) -> bytes:
     return orjson.dumps(dict(decision))
 
 
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """A JSON schema with its `$defs` references resolved, for the OpenAPI request body."""
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            reference = node.get("$ref")
-            if isinstance(reference, str) and reference.startswith("#/$defs/"):
-                return resolve(dict(definitions[reference.removeprefix("#/$defs/")]))
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
-
-
 _REQUEST_BODY = {
     "requestBody": {
         "required": True,
-        "content": {JSON_MEDIA_TYPE: {"schema": _inline(EvaluationRequest.model_json_schema())}},
+        "content": {JSON_MEDIA_TYPE: {"schema": inline_schema(EvaluationRequest)}},
     }
 }
 

@@ -54,12 +54,23 @@ def _problem_text(problem: Problem) -> str:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(
+        help="Worker processes; with several, this process hands each connection to the one "
+             "holding the fewest.")] = 1,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    log_level: Annotated[str | None, typer.Option(
+        help="uvicorn's log level (critical, error, warning, info, debug, trace).")] = None,
+    loop: Annotated[str, typer.Option(help="Event loop: auto (uvloop when installed), "
+                                           "asyncio or uvloop.")] = "auto",
+    http: Annotated[str, typer.Option(help="HTTP parser: auto (httptools when installed), "
+                                           "h11 or httptools.")] = "auto",
+    asgi_app: Annotated[str, typer.Option(
+        "--app", hidden=True, help="Another ASGI app's import string (benchmarks' floor).",
+    )] = "jaejin.asgi:app",
 ) -> None:
     """Serve the web application and API."""
-    import uvicorn
-
+    from jaejin.core.serving import serve as serve_app
     from jaejin.jobs import start_audit_sealer
 
     settings = get_settings()
@@ -70,8 +81,9 @@ def serve(
     # In this process, beside the server (or its worker processes): audit entries written by
     # the web application are sealed even where no `jaejin worker` runs (`make demo`).
     start_audit_sealer(get_engine(settings))
-    uvicorn.run("jaejin.asgi:app", host=host, port=port, workers=workers,
-                proxy_headers=True, forwarded_allow_ips=",".join(settings.trusted_proxies))
+    serve_app(asgi_app, host=host, port=port, workers=workers, access_log=access_log,
+              forwarded_allow_ips=",".join(settings.trusted_proxies), log_level=log_level,
+              loop=loop, http=http)
 
 
 @app.command()

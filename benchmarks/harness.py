@@ -192,6 +192,39 @@ def cpu_seconds(pid: int) -> float:
 server_cpu_seconds = cpu_seconds
 
 
+def connection_spread(server_pid: int, port: int) -> tuple[int, ...]:
+    """Established connections to `port` held by each worker process of the server (its
+    spawned children; the server itself when it has none), most first: e.g. (8, 8), or
+    (16, 0) when one worker took them all. Linux /proc; () elsewhere."""
+    try:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                        inodes.add(f"socket:[{fields[9]}]")
+        children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+        workers = [int(pid) for pid in children
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()] or [server_pid]
+        held = []
+        for pid in workers:
+            count = 0
+            for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    count += os.readlink(descriptor) in inodes
+            held.append(count)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return ()
+    return tuple(sorted(held, reverse=True))
+
+
+def format_spread(spreads: Iterable[tuple[int, ...]]) -> str:
+    """'conns/worker 8/8, 9/7' for the rounds' spreads over several workers; '' otherwise."""
+    shown = ["/".join(map(str, spread)) for spread in spreads if len(spread) > 1]
+    return f"conns/worker {', '.join(shown)}" if shown else ""
+
+
 @dataclass
 class Server:
     port: int
@@ -206,11 +239,12 @@ class Server:
 def serve(url: str, workers: int = 1, *, environment: Mapping[str, str] | None = None,
           port: int | None = None, fast: bool = True, quiet: bool = False,
           startup_seconds: float = 90.0, app: str = "jaejin.asgi:app") -> Iterator[Server]:
-    """The real application (or `app`, which must answer GET /healthz) under uvicorn on a
-    free port, until the block ends.
+    """The real application (or `app`, any ASGI app's import string, which must answer GET
+    /healthz) under `jaejin serve` on a free port, until the block ends.
 
-    `fast`: uvloop, httptools and no access log, as in production. `environment` adds to or
-    overrides the JAEJIN_* settings (JAEJIN_REDIS_URL is dropped unless given there).
+    `fast`: uvloop and httptools, as in production (otherwise uvicorn's automatic choice);
+    never an access log. `environment` adds to or overrides the JAEJIN_* settings
+    (JAEJIN_REDIS_URL is dropped unless given there).
     """
     port = port or free_port()
     settings = dict(os.environ)
@@ -222,9 +256,12 @@ def serve(url: str, workers: int = 1, *, environment: Mapping[str, str] | None =
         "JAEJIN_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
     }
     settings |= dict(environment or {})
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
+    # `jaejin serve`, as in production: with several workers its supervisor hands each
+    # connection to the worker holding the fewest (jaejin/core/serving.py). The benchmarks
+    # migrate their databases themselves.
+    command = [sys.executable, "-m", "jaejin", "serve", "--app", app, "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-               "--no-access-log"]
+               "--no-access-log", "--no-migrate"]
     if fast:
         command += ["--loop", "uvloop", "--http", "httptools"]
     output = subprocess.DEVNULL if quiet else None
@@ -234,14 +271,15 @@ def serve(url: str, workers: int = 1, *, environment: Mapping[str, str] | None =
         deadline = time.monotonic() + startup_seconds
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode}")
+                raise RuntimeError(f"jaejin serve exited with {process.returncode}")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not answer /healthz within {startup_seconds} s")
+                raise RuntimeError(
+                    f"jaejin serve did not answer /healthz within {startup_seconds} s")
             time.sleep(0.1)
         yield Server(port, process.pid)
     finally:
@@ -332,6 +370,8 @@ class Round:
     server_cpu_seconds: float
     first_failure: str | None = None
     bodies: list[bytes] = field(default_factory=list)
+    #: Connections per server worker at the round's end (see `connection_spread`).
+    spread: tuple[int, ...] = ()
 
     @property
     def answered(self) -> int:
@@ -393,16 +433,19 @@ async def run_load(port: int, requests: Iterable[bytes], *, seconds: float | Non
     started = time.perf_counter()
     if seconds is not None:
         stop_at = started + seconds
+    spread: tuple[int, ...] = ()
     try:
         await asyncio.gather(*(client(index) for index in range(concurrency)))
     finally:
+        elapsed = time.perf_counter() - started
+        load_cpu = time.process_time() - cpu_before
+        server_cpu = cpu_seconds(server_pid) - server_before if server_pid else 0.0
+        if server_pid:  # while the connections are still open
+            spread = connection_spread(server_pid, port)
         for _reader, writer in connections:
             writer.close()
-    elapsed = time.perf_counter() - started
-    load_cpu = time.process_time() - cpu_before
-    server_cpu = cpu_seconds(server_pid) - server_before if server_pid else 0.0
     return Round(statuses, wanted, elapsed, latencies, load_cpu, server_cpu,
-                 failures[0] if failures else None, bodies)
+                 failures[0] if failures else None, bodies, spread)
 
 
 @dataclass
@@ -419,6 +462,8 @@ class Summary:
     failed: int
     first_failure: str | None
     statuses: Counter[int]
+    #: Each round's connections per server worker (see `connection_spread`).
+    spreads: list[tuple[int, ...]] = field(default_factory=list)
 
 
 def summarise(label: str, rounds: list[Round], per: int = 1) -> Summary:
@@ -438,6 +483,7 @@ def summarise(label: str, rounds: list[Round], per: int = 1) -> Summary:
         first_failure=next((round_.first_failure for round_ in rounds if round_.first_failure),
                            None),
         statuses=sum((round_.statuses for round_ in rounds), Counter()),
+        spreads=[round_.spread for round_ in rounds],
     )
 
 
@@ -450,6 +496,8 @@ def format_line(summary: Summary, description: str = "", *, unit: str = "req",
             f"p50 {summary.p50:6.2f} ms  p99 {summary.p99:6.2f} ms  "
             f"server CPU {summary.server_cpu_us:5.0f} us/{unit}  "
             f"load gen. {summary.load_cpu_share:.0%} of a core")
+    if spread := format_spread(summary.spreads):
+        line += f"  {spread}"
     if summary.failed:
         line += f"\n      FAILED {summary.failed} requests, first: {summary.first_failure}"
     return line

@@ -35,9 +35,10 @@ uvicorn internals this relies on (uvicorn 0.54.0; tests/core/test_serving.py exe
 an upgrade that changes them fails there):
 - `Server.startup(sockets)` is where listening sockets become servers (overridden here, with
   `Server.lifespan` `.startup()`/`.should_exit`/`.state`, `Server.servers`, `Server.started`);
-  `Server.server_state.connections` holds the open connections (an upgraded WebSocket replaces
-  its HTTP protocol there); `Server.on_tick` runs every 0.1 s; `Server.shutdown` closes
-  `Server.servers` then shuts every connection down gracefully.
+  `Server.server_state.connections` holds the open connections, and every protocol takes it at
+  construction and calls its `add`, `discard` or `remove` (an upgraded WebSocket replaces its
+  HTTP protocol there): replaced here by a set that reports each change; `Server.shutdown`
+  closes `Server.servers` then shuts every connection down gracefully.
 - `config.http_protocol_class(config=, server_state=, app_state=, _loop=)` is the protocol
   factory, built as `Server.startup` builds it; `config.load()`, `config.bind_socket()`,
   `config.configure_logging()`, `config.backlog`.
@@ -56,6 +57,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
@@ -125,6 +127,27 @@ class Board:
 # -- the worker ------------------------------------------------------------------------------
 
 
+class _CountingSet(set[Any]):
+    """`server_state.connections` that reports every change (uvicorn's protocols add and
+    discard or remove themselves)."""
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_change = on_change
+
+    def add(self, element: Any) -> None:
+        super().add(element)
+        self._on_change()
+
+    def discard(self, element: Any) -> None:
+        super().discard(element)
+        self._on_change()
+
+    def remove(self, element: Any) -> None:
+        super().remove(element)
+        self._on_change()
+
+
 class HandoffServer(uvicorn.Server):
     """uvicorn's server taking its connections from the supervisor instead of a listener."""
 
@@ -153,6 +176,7 @@ class HandoffServer(uvicorn.Server):
             return protocol
 
         self._create_protocol = create_protocol
+        self.server_state.connections = _CountingSet(self.publish_closed)
         self.servers = []
         self.handoff.setblocking(False)
         asyncio.get_running_loop().add_reader(self.handoff.fileno(), self._receive)
@@ -185,7 +209,7 @@ class HandoffServer(uvicorn.Server):
                 continue
             task = loop.create_task(self._adopt(socket.socket(fileno=descriptors[0])))
             self._adoptions.add(task)
-            task.add_done_callback(self._adoptions.discard)
+            task.add_done_callback(self._adopted)
 
     async def _adopt(self, connection: socket.socket) -> None:
         assert self._create_protocol is not None
@@ -195,14 +219,14 @@ class HandoffServer(uvicorn.Server):
         except OSError:  # the client left before it was adopted
             connection.close()
 
+    def _adopted(self, task: asyncio.Task[None]) -> None:
+        self._adoptions.discard(task)
+        self.publish_closed()
+
     def publish_closed(self) -> None:
         """Tell the supervisor how many received connections are closed again."""
         still_open = len(self.server_state.connections) + len(self._adoptions)
         self.board.closed[self.slot] = self.received - still_open
-
-    async def on_tick(self, counter: int) -> bool:
-        self.publish_closed()
-        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.board.ready[self.slot] = 0
@@ -239,6 +263,8 @@ class Supervisor:
 
     #: Seconds between checks while a worker is still starting (readiness is not signalled).
     STARTING_POLL = 0.05
+    #: At start, seconds to wait for every worker before serving with those that are ready.
+    STARTUP_GRACE = 60.0
 
     def __init__(self, config: uvicorn.Config, workers: int) -> None:
         self.config = config
@@ -281,15 +307,19 @@ class Supervisor:
 
     def _serve(self, listener: socket.socket, wake_reader: socket.socket) -> int:
         listening = False
+        all_were_ready = False
+        grace_ends = time.monotonic() + self.STARTUP_GRACE
         while not self.signals:
-            any_ready = any(self.board.ready[worker.slot] for worker in self.workers)
-            if any_ready and not listening:
+            ready = [self.board.ready[worker.slot] for worker in self.workers]
+            all_were_ready = all_were_ready or all(ready)
+            may_accept = any(ready) and (all_were_ready or time.monotonic() > grace_ends)
+            if may_accept and not listening:
                 self.selector.register(listener, selectors.EVENT_READ)
-            elif listening and not any_ready:
+            elif listening and not may_accept:
                 self.selector.unregister(listener)
-            listening = any_ready
-            starting = not all(self.board.ready[worker.slot] for worker in self.workers)
-            for key, _events in self.selector.select(self.STARTING_POLL if starting else None):
+            listening = may_accept
+            timeout = None if all(ready) else self.STARTING_POLL
+            for key, _events in self.selector.select(timeout):
                 if key.fileobj is listener:
                     self._accept_all(listener)
                 elif key.fileobj is wake_reader:

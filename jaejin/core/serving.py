@@ -215,7 +215,7 @@ class HandoffServer(uvicorn.Server):
         assert self._create_protocol is not None
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                self._create_protocol, connection)
+                self._create_protocol, connection, ssl=self.config.ssl)
         except OSError:  # the client left before it was adopted
             connection.close()
 

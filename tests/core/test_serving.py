@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
+from websockets.asyncio.client import connect as websocket_client
 from websockets.sync.client import connect as websocket_connect
 
 from jaejin.core import serving
@@ -324,33 +325,50 @@ def test_uvicorn_still_has_the_internals_the_hand_over_relies_on():
 
 
 def test_the_worker_adopts_a_handed_over_connection_in_process():
-    """HandoffServer without processes: a descriptor sent over the socketpair is served by
-    uvicorn's protocol, and counted closed the moment the client leaves."""
+    """HandoffServer without processes: descriptors sent over the socketpair are served by
+    uvicorn's protocols (HTTP, then one upgraded to a WebSocket), each counted closed the moment
+    its client leaves (through uvicorn's `server_state.connections`)."""
     board = serving.Board.create(1)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     config = uvicorn.Config(TEST_APP, lifespan="on", log_level="warning")
     server = serving.HandoffServer(config, theirs, 0, board)
 
-    async def scenario() -> tuple[bytes, int, int]:
-        serving_task = asyncio.create_task(server.serve())
-        while not board.ready[0]:
-            await asyncio.sleep(0.01)
+    def hand_over() -> socket.socket:
         client, accepted = socket.socketpair()
         socket.send_fds(ours, [b"c"], [accepted.fileno()])
         accepted.close()
         client.setblocking(False)
+        return client
+
+    async def scenario() -> list[object]:
+        seen: list[object] = []
+        serving_task = asyncio.create_task(server.serve())
+        while not board.ready[0]:
+            await asyncio.sleep(0.01)
+        client = hand_over()
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(client, b"GET /pid HTTP/1.1\r\nHost: test\r\n\r\n")
-        answer = await asyncio.wait_for(loop.sock_recv(client, 4096), 10)
-        closed_while_connected = board.closed[0]
+        seen.append(await asyncio.wait_for(loop.sock_recv(client, 4096), 10))
+        seen.append(board.closed[0])
         client.close()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.2)
+        seen.append(board.closed[0])
+
+        async with websocket_client("ws://test/echo", sock=hand_over()) as websocket:
+            await websocket.send("hello")
+            seen.append(await asyncio.wait_for(websocket.recv(), 10))
+            seen.append(board.closed[0])
+        await asyncio.sleep(0.2)
+        seen.append(board.closed[0])
         server.should_exit = True
         await serving_task
-        return answer, closed_while_connected, board.closed[0]
+        return seen
 
-    answer, closed_while_connected, closed = asyncio.run(scenario())
+    answer, open_http, closed_http, echo, open_websocket, closed_websocket = asyncio.run(
+        scenario())
     ours.close()
-    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(str(os.getpid()).encode())
-    assert closed_while_connected == 0
-    assert closed == 1
+    assert isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(str(os.getpid()).encode())
+    assert (open_http, closed_http) == (0, 1)
+    assert echo == f"hello {os.getpid()}"
+    assert (open_websocket, closed_websocket) == (1, 2)

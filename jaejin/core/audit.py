@@ -283,6 +283,34 @@ _INSERT_ENTRIES_POSTGRESQL = text(
 _INSERT_ENTRIES_RETURNING = insert(_LOG).returning(_LOG.c.id)
 
 
+# -- one entry written by the caller's own statement (PostgreSQL) ---------------------------
+#
+# A hot write that is already one statement (data-modifying CTEs) can carry its audit entry
+# in that statement instead of paying a round trip and an execution of its own for `record`:
+# `entry_json` gives the entry's row, `insert_entry_sql` the INSERT reading it (the caller may
+# append a WHERE to write it only when its change succeeded). The row is exactly the one
+# `record` would insert (the same values, read by the same JSON path as `record_entries`):
+# the sealer chains it like any other.
+
+
+def entry_json(actor: AuditActor, event: AuditEvent) -> str:
+    """The row `record(session, actor, event)` would insert now, as the JSON text
+    `insert_entry_sql` reads."""
+    return orjson.dumps(_values(actor, event)).decode()
+
+
+def insert_entry_sql(parameter: str) -> str:
+    """PostgreSQL: `INSERT INTO audit_log ... SELECT ...` of the one entry bound as JSON text
+    (`entry_json`) to `:parameter`; a WHERE may follow."""
+    if not parameter.isidentifier():
+        raise ValueError(f"not a bind parameter name: {parameter!r}")
+    return (
+        f"INSERT INTO {_LOG.name} ({_ENTRY_NAMES}) SELECT {_ENTRY_NAMES} "  # noqa: S608
+        f"FROM json_to_record(CAST(:{parameter} AS json)) AS entry("
+        + ", ".join(f"{name} {kind}" for name, kind in _ENTRY_COLUMNS) + ")"
+    )
+
+
 # -- sealing ---------------------------------------------------------------------------------
 
 #: The transaction-level advisory lock sealers take turns on (any fixed number; "audit").

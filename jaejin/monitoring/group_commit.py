@@ -34,9 +34,9 @@ from typing import Any, Final, Generic, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from jaejin.core.database import session_factory
+from jaejin.core.threads import run_blocking
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ class GroupCommit(Generic[JobT, AnswerT]):
                 self.groups_written += 1
                 self.jobs_written += len(group)
                 try:
-                    outcomes = await run_in_threadpool(self._write_group,
-                                                       [one.job for one in group])
+                    outcomes = await run_blocking(self._write_group,
+                                                  [one.job for one in group])
                 except Exception as error:  # handed to every waiter
                     outcomes = [error] * len(group)
                 except BaseException:  # cancelled (the loop shuts down): nobody is answered

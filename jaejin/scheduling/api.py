@@ -28,7 +28,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, select
@@ -52,6 +51,7 @@ from jaejin.core.errors import Problem, not_found, validation_problem
 from jaejin.core.i18n import LANGUAGE_TAG_LENGTH, N_
 from jaejin.core.lean import lean_routes
 from jaejin.core.openapi import inline_schema
+from jaejin.core.threads import run_blocking
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
 from jaejin.scheduling import notifications, search, service, wire
@@ -373,7 +373,7 @@ async def _caller(request: Request, roles: tuple[Role, ...], scope: str) -> Prin
     verified a moment ago) costs no database; another is looked up in a worker thread by a
     short read of its own."""
     if known_principal(request) is None:
-        await run_in_threadpool(resolve_principal, request)
+        await run_blocking(resolve_principal, request)
     principal = await require_principal(request)
     if not principal.roles & set(roles):
         raise Problem(403, "FORBIDDEN", N_("Your role does not allow this."))
@@ -418,7 +418,7 @@ async def search_slots(request: Request, practitioner_id: int) -> Response:
             now=utcnow())
         if answer is not None:
             return answer_response(request, answer)
-    return await run_in_threadpool(_search_slots, request, principal, practitioner_id, query)
+    return await run_blocking(_search_slots, request, principal, practitioner_id, query)
 
 
 def _cacheable(principal: Principal, query: SlotQuery) -> bool:
@@ -487,7 +487,7 @@ async def _booker(request: Request) -> Principal:
     """`Booker` without dependencies: a known caller (a client token verified a moment ago)
     costs no database; another is looked up in a worker thread by a short read of its own."""
     if known_principal(request) is None:
-        await run_in_threadpool(resolve_principal, request)
+        await run_blocking(resolve_principal, request)
     principal = await require_principal(request)
     if not principal.roles & set(BOOKERS):
         raise Problem(403, "FORBIDDEN", N_("Your role does not allow this."))
@@ -533,7 +533,7 @@ async def create_appointment(request: Request) -> Response:
         return Response(orjson.dumps(content), status_code=201, media_type=JSON,
                         headers={"Location": f"/api/v1/appointments/{appointment.id}"})
 
-    return await run_in_threadpool(book)
+    return await run_blocking(book)
 
 
 @api_router.get("/appointments", summary="Appointments you may see, between two instants")

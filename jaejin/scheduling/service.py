@@ -11,7 +11,8 @@ the wire and these calls, and commit. Each action, in one transaction:
 4. writes the appointment and its occupancy blocks: the database refuses a double booking
    (`jaejin.scheduling.store`), answered as a 409 with the next free slots;
 5. queues invitations and reminders in the outbox (`jaejin.scheduling.notifications`), sent
-   after commit, and writes the audit entry last (it locks the audit chain until commit).
+   after commit, and writes the audit entry (`jaejin.core.audit`: one row, sealed into the
+   chain after commit; a booking's is written by its write statement on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import Role
-from jaejin.core.audit import AuditEvent
+from jaejin.core.audit import AuditActor, AuditEvent
 from jaejin.core.authn import Principal, audit, get_db
 from jaejin.core.config import Settings
 from jaejin.core.database import utcnow
@@ -994,10 +995,10 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
     institution, practitioner, the version of their hours, whether the time is already held: a
     taken slot is answered from it, before anything is written; for a video visit the records
     the telemedicine rules decide on, which also give the latest diagnosis; and on PostgreSQL
-    the new appointment's id), then the appointment, its occupancy blocks, its outbox rows and
-    the practitioner's calendar version (one statement on PostgreSQL, one each on SQLite:
-    `store.write_booking`), and the audit entry. The occupancy's UNIQUE constraint still
-    decides between simultaneous bookings.
+    the new appointment's id), then the appointment, its occupancy blocks, its outbox rows,
+    the practitioner's calendar version and the audit entry (one statement on PostgreSQL, one
+    each on SQLite: `store.write_booking`). The occupancy's UNIQUE constraint still decides
+    between simultaneous bookings.
     """
     now = now or utcnow()
     lang = principal.language
@@ -1085,20 +1086,22 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
             written, notifications.Change.BOOKED, settings=settings, now=now,
             texts_patient=texts_patient)
 
-    # The appointment, its occupancy blocks, its invitations and reminders and the
-    # practitioner's calendar version (one statement on PostgreSQL). A clash means a booking
-    # that committed meanwhile took the time: nothing of this attempt is left (the caller's
-    # transaction may go on), and it is explained.
-    clashed = write_booking(db, appointment, messages_for)
+    def audit_entry(written: Appointment) -> tuple[AuditActor, AuditEvent]:
+        return principal.audit_actor, AuditEvent(
+            "create", "appointment", str(written.id), patient.id, institution.id,
+            detail={"start": slot.start.isoformat(), "mode": schedule.mode.value,
+                    "visit_type": schedule.visit_type.code, "interpreter_id": interpreter_id,
+                    "decision": decision.decision.value if decision else None})
+
+    # The appointment, its occupancy blocks, its invitations and reminders, the practitioner's
+    # calendar version and the audit entry (one statement on PostgreSQL). A clash means a
+    # booking that committed meanwhile took the time: nothing of this attempt is left (the
+    # caller's transaction may go on), and it is explained.
+    clashed = write_booking(db, appointment, messages_for, audit_entry)
     if clashed:
         names = {name for name, key in Attempt.of(appointment).keys.items() if key in clashed}
         raise _taken_problem(names, schedule, db, slot.start, now=now, lang=lang,
                              language=language, patient=patient, range_zone=patient_zone)
-    audit(db, principal, AuditEvent(
-        "create", "appointment", str(appointment.id), patient.id, institution.id,
-        detail={"start": slot.start.isoformat(), "mode": schedule.mode.value,
-                "visit_type": schedule.visit_type.code, "interpreter_id": interpreter_id,
-                "decision": decision.decision.value if decision else None}))
     return appointment, rows
 
 

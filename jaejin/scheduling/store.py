@@ -55,6 +55,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, make_transient_to_detached, mapped_column
 
+from jaejin.core.audit import AuditActor, AuditEvent, entry_json, insert_entry_sql, record
 from jaejin.core.database import Base, utcnow
 from jaejin.core.events import OutboxMessage
 from jaejin.core.i18n import LANGUAGE_TAG_LENGTH
@@ -377,15 +378,17 @@ def remove_appointment(db: Session, appointment: Appointment) -> None:
 
 
 def _booking_write_statement() -> Any:
-    """PostgreSQL: a new appointment, its outbox rows, its occupancy blocks and the
-    practitioner's calendar version (`bump_calendar`) in ONE statement (data-modifying CTEs;
-    the foreign keys are checked at its end), the id taken beforehand from the appointments'
-    sequence (`BookingRows.next_appointment_id`). Returns the resource keys of the blocks
-    claimed: blocks already held are skipped, as in `claim_blocks`.
+    """PostgreSQL: a new appointment, its outbox rows, its occupancy blocks, the
+    practitioner's calendar version (`bump_calendar`) and the booking's audit entry
+    (`jaejin.core.audit.insert_entry_sql`: the row `record` would write) in ONE statement
+    (data-modifying CTEs; the foreign keys are checked at its end), the id taken beforehand
+    from the appointments' sequence (`BookingRows.next_appointment_id`). Returns the resource
+    keys of the blocks claimed: blocks already held are skipped, as in `claim_blocks`.
 
     The blocks are claimed first (the outer SELECT reads them; the other CTEs run after it),
     so locks are taken in the order `bump_calendar` asks for: blocks, then the version row.
-    The version is raised only when every block was claimed: a clash leaves it untouched."""
+    The version is raised and the audit entry written only when every block was claimed: a
+    clash leaves the version untouched and audits nothing (nothing of the attempt stays)."""
     columns = ("id", *_APPOINTMENT_COLUMNS)
     values = ", ".join(f"CAST(:{name} AS JSON)" if name == "policy_decision" else f":{name}"
                        for name in columns)
@@ -415,6 +418,9 @@ WITH claimed AS (
     INSERT INTO {versions} (resource_key, version)
     SELECT :calendar_key, 1 WHERE (SELECT count(*) FROM claimed) = :block_count
     ON CONFLICT (resource_key) DO UPDATE SET version = {versions}.version + 1
+), audited AS (
+    {insert_entry_sql("audit_entry")}
+    WHERE (SELECT count(*) FROM claimed) = :block_count
 )
 SELECT resource_key FROM claimed
 """  # noqa: S608
@@ -429,12 +435,16 @@ _WITHDRAW_MESSAGES = delete(OutboxMessage).where(
 
 
 def write_booking(db: Session, appointment: Appointment,
-                  messages_for: Callable[[Appointment], list[dict[str, Any]]]) -> set[str]:
+                  messages_for: Callable[[Appointment], list[dict[str, Any]]],
+                  audit_entry: Callable[[Appointment], tuple[AuditActor, AuditEvent]]
+                  ) -> set[str]:
     """Write a new appointment (every column set, as for `add_appointment`), claim its blocks,
     queue its outbox messages (`messages_for(appointment)` once its id is known: `topic`,
-    `payload`, `available_at`, `dedupe_key` each) and raise the practitioner's calendar version
-    (`bump_calendar`); the resource keys found already held (empty: booked). After a clash
-    nothing of the attempt is left in the transaction.
+    `payload`, `available_at`, `dedupe_key` each), raise the practitioner's calendar version
+    (`bump_calendar`) and audit it (`audit_entry(appointment)` once its id is known: who and
+    what, as `jaejin.core.audit.record` takes them); the resource keys found already held
+    (empty: booked). After a clash nothing of the attempt is left in the transaction, and
+    nothing is audited.
 
     On PostgreSQL, with the id already taken from the sequence, one statement; elsewhere one
     statement each (SQLite runs in the process: a statement costs no round trip)."""
@@ -448,6 +458,7 @@ def write_booking(db: Session, appointment: Appointment,
         if messages := messages_for(appointment):
             connection.execute(_INSERT_MESSAGES, messages).close()
         bump_calendar(db, appointment.practitioner_id)
+        record(db, *audit_entry(appointment))
         return clashed
     messages = messages_for(appointment)
     blocks = occupancy_rows(appointment)
@@ -461,7 +472,8 @@ def write_booking(db: Session, appointment: Appointment,
                "messages": orjson.dumps(messages).decode(),
                "blocks": orjson.dumps(blocks).decode(), "block_count": len(blocks),
                "calendar_key": resource_key(ResourceKind.PRACTITIONER,
-                                            appointment.practitioner_id)}
+                                            appointment.practitioner_id),
+               "audit_entry": entry_json(*audit_entry(appointment))}
     clashed = _unclaimed(blocks, connection.execute(_BOOKING_WRITE, values).scalars().all())
     if clashed:
         connection.execute(delete(OccupancyBlock).where(

@@ -192,6 +192,44 @@ def test_entries_written_together_read_back_as_entries_written_one_by_one(clean_
     assert entries[5].detail == {"1": [1.5, None, True]}
 
 
+def test_an_entry_written_by_the_callers_own_statement_reads_back_as_recorded(clean_database):
+    """`insert_entry_sql` (PostgreSQL): a hot write carries its entry in its own statement;
+    the entry is the one `record` writes, sealed into the same chain; its WHERE may skip it."""
+    from jaejin.core.audit import entry_json, insert_entry_sql
+
+    if clean_database.dialect.name != "postgresql":
+        pytest.skip("json_to_record is PostgreSQL's")
+    actor = AuditActor("client", "gw-1", "게이트웨이 \"1\"", "10.0.0.1", "sensor/1.0 " * 40)
+    event = AuditEvent("create", "appointment", "17", 3, None, purpose="treatment",
+                       detail={"start": "2026-03-02T01:00:00+00:00", "note": "혈압 ✓",
+                               "ids": {"first": 1}, 2: [1.5, None, True]})
+    with session_factory(clean_database)() as session:
+        record(session, actor, event)
+        session.execute(text(insert_entry_sql("entry")), {"entry": entry_json(actor, event)})
+        skipped = session.execute(text(insert_entry_sql("entry") + " WHERE false"),
+                                  {"entry": entry_json(actor, event)})
+        assert skipped.rowcount == 0
+        session.commit()
+
+    def content(entry: AuditEntry) -> tuple[Any, ...]:
+        return tuple(getattr(entry, name) for name in (
+            "actor_type", "actor_id", "actor_label", "institution_id", "action",
+            "resource_type", "resource_id", "patient_id", "purpose", "outcome", "ip_address",
+            "user_agent", "detail"))
+
+    recorded, carried = sealed_and_intact(clean_database)
+    assert content(carried) == content(recorded)
+    assert len(carried.user_agent or "") == 300
+    assert carried.occurred_at >= recorded.occurred_at
+
+
+def test_an_entry_statement_takes_only_a_bind_parameter_name():
+    from jaejin.core.audit import insert_entry_sql
+
+    with pytest.raises(ValueError, match="bind parameter"):
+        insert_entry_sql("entry) AS x; DROP TABLE audit_log; --")
+
+
 def test_an_entry_rolled_back_with_its_change_leaves_nothing_to_seal(clean_database):
     engine = clean_database
     with session_factory(engine)() as session:

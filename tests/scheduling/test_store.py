@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jaejin.core.audit import AuditActor, AuditEntry, AuditEvent, record
 from jaejin.core.config import Settings
 from jaejin.core.database import utcnow
 from jaejin.core.events import OutboxMessage
@@ -39,6 +40,10 @@ from tests.scheduling.test_booking_fixtures import SchedulingWorld, every_day
 pytest_plugins = ("tests.scheduling.test_booking_fixtures",)
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+#: An audit entry's columns but its id and its seal.
+AUDITED_CONTENT = ("occurred_at", "actor_type", "actor_id", "actor_label", "institution_id",
+                   "action", "resource_type", "resource_id", "patient_id", "purpose", "outcome",
+                   "ip_address", "user_agent", "detail")
 
 
 @settings(max_examples=200, deadline=None)
@@ -160,12 +165,22 @@ def test_a_booking_written_whole_or_not_at_all(engine: Engine, world: Scheduling
             appointment, notifications.Change.BOOKED, settings=settings, now=utcnow(),
             texts_patient=True)
 
+    actor = AuditActor("client", "3", "Booking desk", "10.0.0.9", "desk/2.0")
+
+    def audit_entry(appointment: Appointment) -> tuple[AuditActor, AuditEvent]:
+        return actor, AuditEvent("create", "appointment", str(appointment.id),
+                                 appointment.patient_id, appointment.institution_id,
+                                 detail={"start": appointment.start_at.isoformat(), "장소": "화상"})
+
     with Session(engine) as db:
+        audited_before = db.execute(select(func.coalesce(func.max(AuditEntry.id), 0))
+                                    ).scalar_one()
         first = _booked(db, world, world.at("10:00"), world.patient_a)
-        assert write_booking(db, first, messages) == set()
+        assert write_booking(db, first, messages, audit_entry) == set()
         # Another patient with the same practitioner, starting inside the first one's pause.
         second = _booked(db, world, world.at("10:35"), world.mongolian.id)
-        assert write_booking(db, second, messages) == {f"practitioner:{world.practitioner_a}"}
+        assert write_booking(db, second, messages, audit_entry) == {
+            f"practitioner:{world.practitioner_a}"}
 
         assert db.execute(select(Appointment.id, Appointment.policy_decision)).all() == [
             (first.id, {"decision": "allowed"})]
@@ -182,4 +197,14 @@ def test_a_booking_written_whole_or_not_at_all(engine: Engine, world: Scheduling
         assert all(payload["appointment_id"] == first.id
                    and dedupe_key.startswith(f"scheduling:appointment:{first.id}:")
                    for dedupe_key, payload in queued)
+        # One audit entry, the booking's, holding what `record` writes; the clash audits
+        # nothing.
+        record(db, *audit_entry(first))
+        audited = [row._asdict() for row in db.execute(
+            select(*(AuditEntry.__table__.c[name] for name in AUDITED_CONTENT))
+            .where(AuditEntry.id > audited_before).order_by(AuditEntry.id))]
+        assert len(audited) == 2
+        assert audited[0] == {**audited[1], "occurred_at": audited[0]["occurred_at"]}
+        assert audited[0]["resource_id"] == str(first.id)
+        assert audited[0]["detail"]["장소"] == "화상"
         db.rollback()

@@ -53,7 +53,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Mapped, Session, make_transient_to_detached, mapped_column
+from sqlalchemy.orm import (
+    Mapped,
+    Session,
+    load_only,
+    make_transient_to_detached,
+    mapped_column,
+)
 
 from jaejin.core.audit import AuditActor, AuditEvent, entry_json, insert_entry_sql, record
 from jaejin.core.database import Base, utcnow
@@ -750,6 +756,23 @@ _NEXT_APPOINTMENT_ID = literal_column(
     f"nextval(pg_get_serial_sequence('{Appointment.__tablename__}', 'id'))", Integer)
 
 
+#: What a booking reads of the patient, the institution and the practitioner: what it decides
+#: on (who may book, the policy's facts, zones, languages) and answers with. Every other
+#: attribute is left unloaded (a column less to send, describe and convert); one used later in
+#: the same session is loaded then, by a read of its own.
+_BOOKING_ATTRIBUTES = (
+    load_only(Patient.id, Patient.institution_id, Patient.user_id, Patient.birth_date,
+              Patient.nationality, Patient.residence_country, Patient.residence_region,
+              Patient.residence_district, Patient.current_country, Patient.preferred_language,
+              Patient.time_zone, Patient.nhi_covered, Patient.flags,
+              Patient.long_term_care_grade, Patient.phone),
+    load_only(Institution.id, Institution.code, Institution.kind, Institution.region,
+              Institution.time_zone, Institution.cancellation_cutoff_hours),
+    load_only(Practitioner.id, Practitioner.user_id, Practitioner.languages,
+              Practitioner.time_zone),
+)
+
+
 def _booking_statement(with_records: bool, with_next_id: bool = False) -> Any:
     practitioner_id: Any = bindparam("practitioner_id")
     columns: list[Any] = [
@@ -763,6 +786,7 @@ def _booking_statement(with_records: bool, with_next_id: bool = False) -> Any:
         columns.append(_NEXT_APPOINTMENT_ID)
     return (
         select(*columns)
+        .options(*_BOOKING_ATTRIBUTES)
         .join(Institution, Institution.id == Patient.institution_id)
         .outerjoin(PractitionerRole, and_(PractitionerRole.institution_id == Patient.institution_id,
                                           PractitionerRole.practitioner_id == practitioner_id,

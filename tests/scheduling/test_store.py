@@ -208,3 +208,22 @@ def test_a_booking_written_whole_or_not_at_all(engine: Engine, world: Scheduling
         assert audited[0]["resource_id"] == str(first.id)
         assert audited[0]["detail"]["장소"] == "화상"
         db.rollback()
+
+
+def test_what_a_booking_does_not_read_is_still_there_when_asked(engine: Engine,
+                                                                world: SchedulingWorld) -> None:
+    """The booking's read leaves names and addresses unread; asked for later in the same
+    session, they are read then, as stored."""
+    start = world.at("10:00")
+    with Session(engine) as db:
+        rows = booking_rows(db, patient_id=world.mongolian.id,
+                            practitioner_id=world.practitioner_a,
+                            practitioner_busy=Interval(start, start + timedelta(minutes=40)),
+                            patient_busy=Interval(start, start + timedelta(minutes=30)))
+        assert rows is not None and rows.practitioner is not None
+        assert "family_name_native" not in rows.patient.__dict__
+        assert rows.patient.time_zone == world.mongolian.time_zone
+        assert rows.patient.family_name_native == world.mongolian.family_name_native
+        assert rows.patient.email == world.mongolian.email
+        assert rows.institution.name_en
+        assert rows.practitioner.licence_number

@@ -148,13 +148,16 @@ def _spread(connections: list[socket.socket]) -> Counter[int]:
     return spread
 
 
-def _established_per_worker(server: RunningServer) -> Counter[int]:
-    """The server's established TCP connections per worker, from the kernel (/proc)."""
+def _established_per_worker(server: RunningServer, *, any_state: bool = False
+                            ) -> Counter[int]:
+    """The server's established TCP connections per worker, from the kernel (/proc); with
+    `any_state`, also those the client has closed but the worker not yet."""
     inodes_on_port = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == server.port and fields[3] == "01":
+            if (int(fields[1].rsplit(":", 1)[1], 16) == server.port
+                    and (any_state or fields[3] == "01")):
                 inodes_on_port.add(fields[9])
     found: Counter[int] = Counter()
     for pid in server.workers():
@@ -164,6 +167,15 @@ def _established_per_worker(server: RunningServer) -> Counter[int]:
                 if target.startswith("socket:[") and target[8:-1] in inodes_on_port:
                     found[pid] += 1
     return found
+
+
+def _wait_until_workers_closed_every_connection(server: RunningServer, but: int = 0) -> None:
+    """Until the workers hold no more than `but` connections: the clients' closes are seen."""
+    deadline = time.monotonic() + 20
+    while sum(_established_per_worker(server, any_state=True).values()) > but:
+        assert time.monotonic() < deadline, "the workers kept closed connections"
+        time.sleep(0.02)
+    time.sleep(0.05)  # the close is counted in the same callback (uvloop: the next one)
 
 
 # -- balance ---------------------------------------------------------------------------------
@@ -180,7 +192,7 @@ def test_keep_alive_connections_opened_back_to_back_are_spread_evenly(database_u
             assert sorted(_established_per_worker(server).values()) == [8, 8]
             for connection in connections:
                 connection.close()
-            time.sleep(0.2)  # for the workers to see the clients leave
+            _wait_until_workers_closed_every_connection(server)
             connections = _open_keep_alive_connections(server.port, 16)
             assert sorted(_spread(connections).values()) == [8, 8]
         finally:
@@ -216,7 +228,7 @@ def test_new_connections_go_to_the_worker_holding_the_fewest(database_url, tmp_p
         for connection in connections:
             if pids[connection] == emptied:
                 connection.close()
-        time.sleep(0.2)  # for the worker to see the clients leave
+        _wait_until_workers_closed_every_connection(server, but=len(connections) // 2)
 
         newcomers = _open_keep_alive_connections(server.port, 4)
         try:
@@ -251,7 +263,11 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(database_url, tmp_pa
         answers: list[str] = []
         slow = threading.Thread(target=lambda: answers.append(server.get("/slow?seconds=2")))
         slow.start()
-        time.sleep(0.7)
+        deadline = time.monotonic() + 20
+        while not _established_per_worker(server):
+            assert time.monotonic() < deadline, "the slow request never reached a worker"
+            time.sleep(0.02)
+        time.sleep(0.5)  # in flight: the worker is in its 2 s sleep
         server.process.send_signal(signal.SIGTERM)
         slow.join(timeout=20)
         assert server.process.wait(timeout=30) == 0

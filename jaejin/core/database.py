@@ -266,6 +266,9 @@ class _WriterFileLock:
             self._unusable = True
             return False
         self._turn, self._waiting, self._wake = opened
+        # poll, not select: a server's descriptor numbers pass select's limit of 1024.
+        self._wake_poll = select.poll()
+        self._wake_poll.register(self._wake, select.POLLIN)
         self._owner_pid = os.getpid()
         self._in_turn = False
         self._yield_until = 0.0
@@ -291,9 +294,7 @@ class _WriterFileLock:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                woken, _, _ = select.select([self._wake], [], [],
-                                            min(remaining, _RETRY_SECONDS))
-                if woken:
+                if self._wake_poll.poll(min(remaining, _RETRY_SECONDS) * 1000):
                     with suppress(BlockingIOError):
                         os.read(self._wake, 512)  # wake-ups meant for earlier waiters too
         finally:

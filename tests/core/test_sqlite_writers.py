@@ -241,3 +241,23 @@ def test_an_in_memory_database_needs_no_lock_file(url: str, tmp_path: Path,
         assert connection.execute(text("SELECT value FROM counter")).scalar_one() == 1
     assert list(tmp_path.iterdir()) == []
     engine.dispose()
+
+
+def test_a_writer_waits_even_when_the_process_has_over_1024_open_files(
+        database_url: str, holder: _Holder) -> None:
+    # A busy server's sockets push the lock files' descriptors past select()'s limit.
+    spare = [os.dup(0) for _ in range(1100)]
+    try:
+        engine = build_engine(database_url)
+        process = holder("0.2")
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE counter SET value = value + 1"))
+        assert process.wait(timeout=10) == 0
+        assert _value(engine) == 1001
+        engine.dispose()
+    finally:
+        for descriptor in spare:
+            os.close(descriptor)

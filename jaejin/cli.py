@@ -55,8 +55,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(
-        help="Worker processes; with several, this process hands each connection to the one "
-             "holding the fewest.")] = 1,
+        help="Worker processes; with several, this process accepts the connections and hands "
+             "them out evenly.")] = 1,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
     log_level: Annotated[str | None, typer.Option(

@@ -259,6 +259,8 @@ def _summary(label: str, rounds: list[Round], goal: str) -> str:
             f"load gen. {median.load_cpu_seconds / median.seconds:.0%}  "
             f"statuses {dict(statuses)}")
     failure = next((round_.first_failure for round_ in rounds if round_.first_failure), None)
+    if spread := harness.format_spread(round_.spread for round_ in rounds):
+        line += f"\n      {spread}"
     if failure:
         line += f"\n      unexpected answer: {failure}"
     return line + (f"\n      goal: {goal}" if goal else "")

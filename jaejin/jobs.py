@@ -11,6 +11,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
@@ -67,13 +68,30 @@ def _seal_every(engine: Engine, seconds: float, stop: threading.Event) -> None:
             return
 
 
-def start_audit_sealer(engine: Engine, seconds: float | None = None) -> threading.Event:
+@dataclass(frozen=True, slots=True)
+class AuditSealer:
+    """A sealer thread started by `start_audit_sealer`."""
+
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ask the thread to end and wait for it; True once it has ended. A round under way is
+        finished first, so whoever stops it (a test, then the next one) knows the thread sends
+        nothing more on its engine afterwards."""
+        self.stopping.set()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def start_audit_sealer(engine: Engine, seconds: float | None = None) -> AuditSealer:
     """Seal the audit trail every `seconds` (JAEJIN_AUDIT_SEAL_SECONDS) in a daemon thread, until
-    the returned event is set. Several sealers (workers, servers) take turns safely."""
+    stopped. Several sealers (workers, servers) take turns safely."""
     from jaejin.core.config import get_settings
 
-    stop = threading.Event()
+    stopping = threading.Event()
     interval = seconds if seconds is not None else get_settings().audit_seal_seconds
-    threading.Thread(target=_seal_every, args=(engine, interval, stop), name="audit-sealer",
-                     daemon=True).start()
-    return stop
+    thread = threading.Thread(target=_seal_every, args=(engine, interval, stopping),
+                              name="audit-sealer", daemon=True)
+    thread.start()
+    return AuditSealer(thread, stopping)

@@ -11,7 +11,10 @@ application (`create_app`, lean lane included) is called with raw ASGI messages 
 (`bench_scheduling.booking_body`); the bookings run in the application's worker threads. After
 100 bookings to warm caches, this process's CPU time (`time.process_time()`: the event loop,
 the worker threads, the driver; not the database server) is divided by the bookings made. Every
-answer must be 201.
+answer must be 201. On SQLite it also prints how long each measured booking held the write
+turn: from its BEGIN IMMEDIATE (sent once the process's writer lock is taken) to its COMMIT
+(SQLAlchemy's commit event, just before the driver's), median and 99th percentile, and the
+bookings per second of wall time (this process only: one writer at a time, no other process).
 
 It does not depend on the network or on uvicorn, but still on the machine's load: to compare
 two versions, run them alternately in the same minutes (`PYTHONPATH=<other tree>`), or count
@@ -26,7 +29,9 @@ import argparse
 import asyncio
 import base64
 import gc
+import math
 import os
+import statistics
 import subprocess
 import time
 from collections import Counter
@@ -34,6 +39,7 @@ from typing import Any
 
 import orjson
 import uvloop
+from sqlalchemy import Engine, event
 
 from benchmarks.bench_scheduling import World, booking_body, prepare
 from benchmarks.harness import SECRET_KEY, bench_database, load_average
@@ -77,12 +83,47 @@ def _callgrind(switch: str) -> None:
                    capture_output=True)
 
 
+class WriteTurns:
+    """How long each write transaction of an engine lasts, BEGIN IMMEDIATE to COMMIT/ROLLBACK
+    (SQLite: the write turn is held that long, and a little longer, for the driver's commit)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.held: list[float] = []
+        self.measuring = False
+        event.listen(engine, "before_cursor_execute", self._begun)
+        event.listen(engine, "commit", self._ended)
+        event.listen(engine, "rollback", self._ended)
+
+    def _begun(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement == "BEGIN IMMEDIATE":
+            connection.info[_BEGUN] = time.perf_counter()
+
+    def _ended(self, connection: Any) -> None:
+        begun = connection.info.pop(_BEGUN, None)
+        if begun is not None and self.measuring:
+            self.held.append(time.perf_counter() - begun)
+
+    def summary(self) -> str:
+        if not self.held:
+            return "no write transaction"
+        held = sorted(self.held)
+        p99 = held[min(len(held) - 1, math.ceil(len(held) * 0.99) - 1)]
+        return (f"write turn held {statistics.median(held) * 1e6:,.0f} us median, "
+                f"p99 {p99 * 1e6:,.0f} us ({len(held)} write transactions)")
+
+
+_BEGUN = "bench_write_begun"
+
+
 async def measure(world: World, mode: str, bookings: int, concurrency: int,
-                  callgrind: bool) -> tuple[float, Counter[int]]:
-    """CPU seconds per booking, and the statuses answered."""
+                  callgrind: bool) -> tuple[float, Counter[int], float, str]:
+    """CPU seconds per booking, the statuses answered, bookings per second of wall time, and
+    (SQLite) how long the write turn was held."""
     from jaejin.app import create_app
 
     app = create_app()
+    engine: Engine = app.state.engine
+    turns = WriteTurns(engine) if engine.dialect.name == "sqlite" else None
     gc.freeze()  # as jaejin.asgi does
     basic = base64.b64encode(":".join(world.credentials).encode())
     status, answer = await asgi_call(app, "POST", "/oauth2/token", [
@@ -107,14 +148,21 @@ async def measure(world: World, mode: str, bookings: int, concurrency: int,
 
     await asyncio.gather(*(client(WARM_BOOKINGS // concurrency) for _ in range(concurrency)))
     statuses.clear()
+    if turns is not None:
+        turns.measuring = True
     if callgrind:
         _callgrind("on")
     started = time.process_time()
+    wall_started = time.perf_counter()
     await asyncio.gather(*(client(bookings // concurrency) for _ in range(concurrency)))
     spent = time.process_time() - started
+    wall = time.perf_counter() - wall_started
     if callgrind:
         _callgrind("off")
-    return spent / sum(statuses.values()), statuses
+    if turns is not None:
+        turns.measuring = False
+    made = sum(statuses.values())
+    return spent / made, statuses, made / wall, turns.summary() if turns is not None else ""
 
 
 def main() -> None:
@@ -136,11 +184,13 @@ def main() -> None:
                        "JAEJIN_PUBLIC_BASE_URL": "http://127.0.0.1:8000"}
         world = prepare(url)
         # uvloop, as the server runs under it.
-        per_booking, statuses = uvloop.run(measure(world, arguments.mode, arguments.bookings,
-                                            arguments.concurrency, arguments.callgrind))
+        per_booking, statuses, per_second, turns = uvloop.run(measure(
+            world, arguments.mode, arguments.bookings, arguments.concurrency,
+            arguments.callgrind))
     print(f"{arguments.database} {arguments.mode}: {sum(statuses.values())} bookings "
-          f"{dict(statuses)}, {per_booking * 1e6:,.0f} us of this process's CPU each "
-          f"({arguments.concurrency} concurrent; {load_average()})")
+          f"{dict(statuses)}, {per_booking * 1e6:,.0f} us of this process's CPU each, "
+          f"{per_second:,.0f}/s ({arguments.concurrency} concurrent; {load_average()})"
+          + (f"; {turns}" if turns else ""))
 
 
 if __name__ == "__main__":

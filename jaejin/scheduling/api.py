@@ -51,6 +51,7 @@ from jaejin.core.errors import Problem, not_found, validation_problem
 from jaejin.core.i18n import LANGUAGE_TAG_LENGTH, N_
 from jaejin.core.lean import lean_routes
 from jaejin.core.openapi import inline_schema
+from jaejin.core.sqlite_engine import AUTOCOMMIT_READ
 from jaejin.core.threads import run_blocking
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
@@ -519,17 +520,31 @@ async def create_appointment(request: Request) -> Response:
         condition=body.condition, tri_party=body.tri_party)
     settings = get_app_settings(request)
     engine = _engine(request)
+    # SQLite lets one writer at a time in, and a transaction there holds the write turn from
+    # its first statement (BEGIN IMMEDIATE): the booking reads and decides first, each
+    # statement its own read taking no lock (as `read_connection` reads), then holds the turn
+    # only for its writes and the commit. PostgreSQL reads in the transaction it writes in
+    # (READ COMMITTED: the read waits for nobody; the appointment's id comes with it).
+    reads_apart = engine.dialect.name == "sqlite"
 
     def book() -> Response:
         # The session is closed (anything uncommitted rolled back) before the answer leaves:
         # on SQLite an open transaction would keep the write lock (see `ends_transaction`).
         with session_factory(engine)() as db:
-            appointment, rows = service.book_with_rows(db, principal, booking,
-                                                       settings=settings)
-            # Written before the commit, from the rows the booking read: nothing read again.
-            content = appointment_json(db, appointment, with_outbox=False,
-                                       institution=rows.institution, patient=rows.patient)
+            if reads_apart:
+                db.connection(execution_options={AUTOCOMMIT_READ: True})
+            planned = service.plan_booking(db, principal, booking, settings=settings)
+            if reads_apart:
+                # Ends the read (nothing was written). What it loaded stays loaded
+                # (expire_on_commit=False): the write reads none of it again.
+                db.commit()
+            appointment = service.write_planned_booking(db, planned)
             db.commit()
+        # After the commit, out of the write turn: only the rows the booking read and the
+        # appointment it wrote (every column set) are used, nothing is read.
+        content = appointment_json(db, appointment, with_outbox=False,
+                                   institution=planned.rows.institution,
+                                   patient=planned.rows.patient)
         return Response(orjson.dumps(content), status_code=201, media_type=JSON,
                         headers={"Location": f"/api/v1/appointments/{appointment.id}"})
 

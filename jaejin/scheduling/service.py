@@ -13,6 +13,11 @@ the wire and these calls, and commit. Each action, in one transaction:
 5. queues invitations and reminders in the outbox (`jaejin.scheduling.notifications`), sent
    after commit, and writes the audit entry (`jaejin.core.audit`: one row, sealed into the
    chain after commit; a booking's is written by its write statement on PostgreSQL).
+
+A booking is split in two (`plan_booking`: steps 1-3, reads only; `write_planned_booking`:
+4-5) so that on SQLite, where one writer at a time holds the database, the booking route
+reads outside the write transaction and holds the write turn only while it writes and
+commits (`jaejin.scheduling.api.create_appointment`).
 """
 
 from __future__ import annotations
@@ -989,16 +994,39 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
                    settings: Settings, now: datetime | None = None
                    ) -> tuple[Appointment, BookingRows]:
     """`book`, also returning the rows it read (the patient and the institution, for the
-    answer).
+    answer): `plan_booking` then `write_planned_booking`, in the caller's transaction."""
+    planned = plan_booking(db, principal, request, settings=settings, now=now)
+    return write_planned_booking(db, planned), planned.rows
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedBooking:
+    """A booking read, checked and decided on, not yet written (`write_planned_booking`)."""
+
+    #: Every column set (on PostgreSQL the id too); still transient.
+    appointment: Appointment
+    rows: BookingRows
+    messages_for: Callable[[Appointment], list[dict[str, Any]]]
+    audit_entry: Callable[[Appointment], tuple[AuditActor, AuditEvent]]
+    #: The 409 for a clash found on writing: who (resource names) was taken meanwhile.
+    taken_problem: Callable[[Session, set[str]], Problem]
+
+
+def plan_booking(db: Session, principal: Principal, request: BookingRequest, *,
+                 settings: Settings, now: datetime | None = None) -> PlannedBooking:
+    """Everything a booking does before it writes: it only reads (Problem for every refusal
+    known by then), so on SQLite it may run outside the write transaction, with the
+    statements' own reads (`AUTOCOMMIT_READ`), as PostgreSQL's READ COMMITTED lets it run
+    without a lock. The decisions rest on what this read saw; the occupancy's UNIQUE
+    constraint still decides at the write whether the time is free.
 
     The hot path in statements: one read of everything the decision needs (patient,
     institution, practitioner, the version of their hours, whether the time is already held: a
     taken slot is answered from it, before anything is written; for a video visit the records
     the telemedicine rules decide on, which also give the latest diagnosis; and on PostgreSQL
-    the new appointment's id), then the appointment, its occupancy blocks, its outbox rows,
-    the practitioner's calendar version and the audit entry (one statement on PostgreSQL, one
-    each on SQLite: `store.write_booking`). The occupancy's UNIQUE constraint still decides
-    between simultaneous bookings.
+    the new appointment's id). `write_planned_booking` then writes the appointment, its
+    occupancy blocks, its outbox rows, the practitioner's calendar version and the audit entry
+    (one statement on PostgreSQL, one each on SQLite: `store.write_booking`).
     """
     now = now or utcnow()
     lang = principal.language
@@ -1093,16 +1121,25 @@ def book_with_rows(db: Session, principal: Principal, request: BookingRequest, *
                     "visit_type": schedule.visit_type.code, "interpreter_id": interpreter_id,
                     "decision": decision.decision.value if decision else None})
 
-    # The appointment, its occupancy blocks, its invitations and reminders, the practitioner's
-    # calendar version and the audit entry (one statement on PostgreSQL). A clash means a
-    # booking that committed meanwhile took the time: nothing of this attempt is left (the
-    # caller's transaction may go on), and it is explained.
-    clashed = write_booking(db, appointment, messages_for, audit_entry)
+    def taken_problem(db: Session, taken: set[str]) -> Problem:
+        return _taken_problem(taken, schedule, db, slot.start, now=now, lang=lang,
+                              language=language, patient=patient, range_zone=patient_zone)
+
+    return PlannedBooking(appointment, rows, messages_for, audit_entry, taken_problem)
+
+
+def write_planned_booking(db: Session, planned: PlannedBooking) -> Appointment:
+    """Write what `plan_booking` decided: the appointment, its occupancy blocks, its
+    invitations and reminders, the practitioner's calendar version and the audit entry (one
+    statement on PostgreSQL). A clash means a booking that committed since the plan's read took
+    the time: nothing of this attempt is left (the caller's transaction may go on), and it is
+    explained (409 with the next free slots)."""
+    appointment = planned.appointment
+    clashed = write_booking(db, appointment, planned.messages_for, planned.audit_entry)
     if clashed:
         names = {name for name, key in Attempt.of(appointment).keys.items() if key in clashed}
-        raise _taken_problem(names, schedule, db, slot.start, now=now, lang=lang,
-                             language=language, patient=patient, range_zone=patient_zone)
-    return appointment, rows
+        raise planned.taken_problem(db, names)
+    return appointment
 
 
 def replace_field(error: SchedulingError, field: str) -> SchedulingError:

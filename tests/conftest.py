@@ -24,6 +24,7 @@ from jaejin.core.config import Settings
 from jaejin.core.database import build_engine, session_factory
 from jaejin.core.i18n import compile_catalogues
 from jaejin.core.migrate import upgrade
+from jaejin.scheduling.place_watch import forget_places
 from tests.core.helpers import fast_password_hashing
 from tests.support import Actors
 
@@ -193,6 +194,15 @@ def _empty_all_tables(engine: Engine) -> None:
             if attempt == 4:
                 raise
             time.sleep(0.2)
+
+
+@pytest.fixture(autouse=True)
+def _places_stop_being_read_again() -> Iterator[None]:
+    """A search starts a thread that reads the searched places again on the shared engine for
+    a second (`jaejin.scheduling.place_watch`); it is ended with the test that started it, so
+    that the next test's statement counts (audit, ingest, policy) see none of its reads."""
+    yield
+    forget_places()
 
 
 @pytest.fixture

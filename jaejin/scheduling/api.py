@@ -530,16 +530,22 @@ async def create_appointment(request: Request) -> Response:
     def book() -> Response:
         # The session is closed (anything uncommitted rolled back) before the answer leaves:
         # on SQLite an open transaction would keep the write lock (see `ends_transaction`).
-        with session_factory(engine)() as db:
-            if reads_apart:
-                db.connection(execution_options={AUTOCOMMIT_READ: True})
-            planned = service.plan_booking(db, principal, booking, settings=settings)
-            if reads_apart:
+        if reads_apart:
+            # One connection for both (not returned to the pool and taken again in between).
+            with engine.connect() as connection, session_factory(engine)(bind=connection) as db:
+                connection.execution_options(**{AUTOCOMMIT_READ: True})
+                planned = service.plan_booking(db, principal, booking, settings=settings)
                 # Ends the read (nothing was written). What it loaded stays loaded
                 # (expire_on_commit=False): the write reads none of it again.
                 db.commit()
-            appointment = service.write_planned_booking(db, planned)
-            db.commit()
+                connection.execution_options(**{AUTOCOMMIT_READ: False})
+                appointment = service.write_planned_booking(db, planned)
+                db.commit()
+        else:
+            with session_factory(engine)() as db:
+                planned = service.plan_booking(db, principal, booking, settings=settings)
+                appointment = service.write_planned_booking(db, planned)
+                db.commit()
         # After the commit, out of the write turn: only the rows the booking read and the
         # appointment it wrote (every column set) are used, nothing is read.
         content = appointment_json(db, appointment, with_outbox=False,

@@ -35,7 +35,7 @@ from jaejin.core.audit import (
     verify_chain,
 )
 from jaejin.core.config import get_settings
-from jaejin.core.database import UTCDateTime, build_engine, session_factory
+from jaejin.core.database import UTCDateTime, build_engine, read_connection, session_factory
 from jaejin.core.migrate import upgrade
 from jaejin.jobs import start_audit_sealer
 from tests.conftest import POSTGRES_URL, _create_postgres_database, _drop_postgres_database
@@ -135,6 +135,30 @@ def test_recording_an_entry_is_one_insert_that_reads_and_locks_nothing(clean_dat
     assert (entry.chain, entry.sequence, entry.previous_hash, entry.entry_hash) == (
         None, None, None, None)
     assert not entry.sealed
+
+
+def test_a_count_leaves_out_what_other_threads_send_on_the_engine_meanwhile(clean_database):
+    # As the place watch's re-reads or a sealer do, between or during other tests' counts.
+    stop = threading.Event()
+
+    def keep_reading() -> None:
+        while not stop.is_set():
+            with read_connection(clean_database) as connection:  # as the place watch does
+                connection.execute(text("SELECT 1"))
+
+    reader = threading.Thread(target=keep_reading)
+    reader.start()
+    try:
+        with session_factory(clean_database)() as session:
+            session.connection()
+            with statements(clean_database) as sent:
+                record(session, AuditActor.system(), AuditEvent("read", "patient", "1"))
+                time.sleep(0.05)
+            session.commit()
+    finally:
+        stop.set()
+        reader.join()
+    assert [statement.split(" (")[0] for statement in sent] == ["INSERT INTO audit_log"]
 
 
 def test_recording_several_entries_at_once_is_one_insert(clean_database):

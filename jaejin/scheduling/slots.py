@@ -303,6 +303,9 @@ def compute_slots(
     """
     validate_date_range(start_date, end_date, max_days)
     now = ensure_aware(now, "now")
+    if local_day_start(start_date, range_zone or zone) == local_day_start(
+            end_date + timedelta(days=1), range_zone or zone):
+        return []  # every day asked for was skipped by the zone (Pacific/Kiritimati's 1994-12-31)
     requested = search_interval(start_date, end_date, range_zone or zone)
     days = _local_dates_touching(requested.start, requested.end, zone)
     grid = [

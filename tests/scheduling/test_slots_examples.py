@@ -151,6 +151,14 @@ def test_the_day_kiritimati_skipped_has_no_slots_and_its_neighbours_do() -> None
     assert len(slots) == 8
 
 
+def test_a_search_of_only_the_day_kiritimati_skipped_finds_nothing() -> None:
+    # Its first instant is the next day's first: the search covers no time at all.
+    assert compute_slots(
+        every_day("09:00", "10:00"), KIRITIMATI, FOLLOW_UP, VisitMode.VIDEO,
+        date(1994, 12, 31), date(1994, 12, 31), [], NO_HOLIDAYS, datetime(1980, 1, 1, tzinfo=UTC),
+    ) == []
+
+
 def test_london_spring_forward_skips_the_missing_hour_without_losing_others() -> None:
     slots = compute_slots(
         every_day("00:00", "03:00"), LONDON, FOLLOW_UP, VisitMode.VIDEO,

@@ -232,6 +232,7 @@ class PlaceWatch:
         self.refreshes = 0
         event.listen(engine, "after_cursor_execute", self._statement_ran)
         event.listen(engine.pool, "checkin", self._connection_returned)
+        event.listen(engine, "engine_disposed", self._engine_disposed)
 
     # -- searches ---------------------------------------------------------------------------
 
@@ -294,6 +295,8 @@ class PlaceWatch:
         """Wait, then read again the places of practitioners asked for lately; False when
         there are none."""
         time.sleep(REFRESH_SECONDS)
+        if self._engine() is None:
+            return False  # nothing left to read from (`_read` would answer nothing)
         now = time.monotonic()
         with self._lock:
             # Searches add to `_asked` without the lock: copied in one C call (the GIL held
@@ -338,6 +341,12 @@ class PlaceWatch:
                     self._entries.clear()
                 else:
                     self._entries.pop(identifier, None)
+
+    def _engine_disposed(self, _engine: Engine) -> None:
+        # Its owner closed its connections: reading again would open new ones behind its back
+        # (and, in tests sharing an engine, send statements during the next test). A later
+        # search starts reading again.
+        self.forget()
 
     def forget(self) -> None:
         """Drop every entry and stop reading again (the thread ends at its next wake)."""

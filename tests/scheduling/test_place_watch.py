@@ -6,13 +6,14 @@ places are read again, and never served later than TRUST_SECONDS after it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import Role
@@ -201,3 +202,25 @@ def test_an_id_naming_nobody_is_not_found_whatever_its_size(engine, world, pract
         with pytest.raises(Problem) as refused:
             answer(engine, **query)
         assert refused.value.status == 404
+
+
+def test_disposing_the_engine_ends_the_thread_and_nothing_more_is_read(world, settings):
+    other = build_engine(settings.database_url)
+    watch = watch_of(other)
+    try:
+        _answer(other, world)
+        assert _memory(other, world) is not None  # asked for: the thread reads again
+        deadline = time.monotonic() + 10
+        while watch.refreshes == 0:
+            assert time.monotonic() < deadline, "the places were never read again"
+            time.sleep(0.01)
+        thread = watch._thread
+        assert thread is not None
+        sent: list[str] = []
+        event.listen(other, "before_cursor_execute", lambda *args: sent.append(args[2]))
+        other.dispose()
+        assert not thread.is_alive()
+        time.sleep(place_watch.REFRESH_SECONDS * 5)
+        assert sent == []
+    finally:
+        other.dispose()

@@ -51,7 +51,7 @@ from jaejin.core.errors import Problem, not_found, validation_problem
 from jaejin.core.i18n import LANGUAGE_TAG_LENGTH, N_
 from jaejin.core.lean import lean_routes
 from jaejin.core.openapi import inline_schema
-from jaejin.core.sqlite_engine import AUTOCOMMIT_READ
+from jaejin.core.sqlite_engine import AUTOCOMMIT_READ, begin_write
 from jaejin.core.threads import run_blocking
 from jaejin.directory.model import AwareDatetime, ConditionCode, LanguageTag
 from jaejin.directory.store import Institution, Interpreter, Patient, Practitioner
@@ -531,14 +531,11 @@ async def create_appointment(request: Request) -> Response:
         # The session is closed (anything uncommitted rolled back) before the answer leaves:
         # on SQLite an open transaction would keep the write lock (see `ends_transaction`).
         if reads_apart:
-            # One connection for both (not returned to the pool and taken again in between).
-            with engine.connect() as connection, session_factory(engine)(bind=connection) as db:
-                connection.execution_options(**{AUTOCOMMIT_READ: True})
+            with session_factory(engine)() as db:
+                connection = db.connection(execution_options={AUTOCOMMIT_READ: True})
                 planned = service.plan_booking(db, principal, booking, settings=settings)
-                # Ends the read (nothing was written). What it loaded stays loaded
-                # (expire_on_commit=False): the write reads none of it again.
-                db.commit()
-                connection.execution_options(**{AUTOCOMMIT_READ: False})
+                # The same transaction of the session goes on: nothing it read is read again.
+                begin_write(connection)
                 appointment = service.write_planned_booking(db, planned)
                 db.commit()
         else:

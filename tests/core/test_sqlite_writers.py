@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from jaejin.core.database import build_engine, read_connection
+from jaejin.core.sqlite_engine import AUTOCOMMIT_READ, begin_write
 
 #: Another process holding a write transaction: it prints "holding", waits for a line on its
 #: input (the waiter is about to begin), then commits after `hold` seconds ("forever": never)
@@ -137,6 +138,38 @@ def test_a_reader_never_waits_for_a_writer(sqlite_engine: Engine) -> None:
         # read_connection takes no write lock, neither SQLite's nor the process's.
         assert _value(sqlite_engine) == 0
     assert _value(sqlite_engine) == 7
+
+
+def test_a_reading_connection_takes_the_write_turn_only_once_told_to_write(
+        sqlite_engine: Engine) -> None:
+    with sqlite_engine.connect() as connection:
+        connection.execution_options(**{AUTOCOMMIT_READ: True})
+        with connection.begin() as transaction:
+            assert connection.execute(text("SELECT value FROM counter")).scalar_one() == 0
+            with sqlite_engine.begin() as other:  # no turn held by the reader
+                other.execute(text("UPDATE counter SET value = 5"))
+            begin_write(connection)
+            connection.execute(text("UPDATE counter SET value = value + 1"))
+            assert _value(sqlite_engine) == 5  # not committed yet
+            transaction.commit()
+    assert _value(sqlite_engine) == 6
+    with sqlite_engine.begin() as next_writer:  # the turn was ended by the commit
+        next_writer.execute(text("UPDATE counter SET value = value + 1"))
+    assert _value(sqlite_engine) == 7
+
+
+def test_a_write_begun_so_and_rolled_back_lets_the_next_writer_in(sqlite_engine: Engine) -> None:
+    with sqlite_engine.connect() as connection:
+        connection.execution_options(**{AUTOCOMMIT_READ: True})
+        with connection.begin() as transaction:
+            begin_write(connection)
+            connection.execute(text("UPDATE counter SET value = 9"))
+            transaction.rollback()
+    with sqlite_engine.begin() as next_writer:
+        next_writer.execute(text("UPDATE counter SET value = value + 1"))
+    assert _value(sqlite_engine) == 1
+    with sqlite_engine.connect() as idle, pytest.raises(RuntimeError, match="begin"):
+        begin_write(idle)
 
 
 def test_concurrent_writers_all_commit_once(sqlite_engine: Engine) -> None:

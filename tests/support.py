@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyotp
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from jaejin.accounts.service import create_client, create_user
@@ -24,6 +28,7 @@ from jaejin.directory.store import (
     Practitioner,
     PractitionerRole,
 )
+from jaejin.scheduling import place_watch
 
 PASSWORD = "correct-horse-battery"
 
@@ -172,3 +177,34 @@ def problem(response: Any) -> dict[str, Any]:
         response.status_code, response.text[:500])
     body: dict[str, Any] = json.loads(response.text)
     return body
+
+
+#: Statements that only delimit transactions (left out of statement counts).
+TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|SAVEPOINT|RELEASE|ROLLBACK|COMMIT)\b", re.I)
+
+
+@contextmanager
+def statements_sent(engine: Engine, *, this_thread_only: bool = False,
+                    transaction_control: bool = True) -> Iterator[list[str]]:
+    """The SQL statements sent on `engine` while the block runs, whitespace collapsed.
+
+    By this thread only, or by every thread (a request's worker threads) but the place
+    watch's: it re-reads searched places on the shared engine whenever it wakes
+    (`jaejin.scheduling.place_watch`), and counting its reads made counts fail now and then.
+    """
+    seen: list[str] = []
+    counted_thread = threading.get_ident()
+
+    def note(_connection, _cursor, statement, _parameters, _context, _many):  # type: ignore[no-untyped-def]
+        if this_thread_only and threading.get_ident() != counted_thread:
+            return
+        if threading.current_thread().name == place_watch.THREAD_NAME:
+            return
+        if transaction_control or not TRANSACTION_CONTROL.match(statement):
+            seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)

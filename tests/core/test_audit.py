@@ -10,8 +10,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from sqlalchemy import JSON, Engine, column, event, select, table, text
+from sqlalchemy import JSON, Engine, column, select, table, text
 
 from jaejin.core.accounts import Role
 from jaejin.core.audit import (
@@ -40,11 +39,10 @@ from jaejin.core.migrate import upgrade
 from jaejin.jobs import start_audit_sealer
 from tests.conftest import POSTGRES_URL, _create_postgres_database, _drop_postgres_database
 from tests.core.helpers import audit_entries, empty_database, fresh
-from tests.support import bearer, client_token, sign_in
+from tests.support import bearer, client_token, sign_in, statements_sent
 
 THREADS = 6
 READS_PER_THREAD = 8
-TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|SAVEPOINT|RELEASE|ROLLBACK|COMMIT)\b", re.I)
 
 on_postgresql = pytest.mark.skipif(
     not POSTGRES_URL, reason="SQLite has one writer at a time (BEGIN IMMEDIATE)")
@@ -95,27 +93,18 @@ def problems(engine: Engine, now: datetime | None = None) -> list[str]:
     return [f"{problem.where}: {problem.problem}" for problem in report.problems]
 
 
-@contextmanager
-def statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements this thread sends while the block runs, transaction control left out.
+def entry_content(entry: AuditEntry) -> tuple[Any, ...]:
+    """What an entry says, without its place in the chain (id, time, hashes)."""
+    return tuple(getattr(entry, name) for name in (
+        "actor_type", "actor_id", "actor_label", "institution_id", "action",
+        "resource_type", "resource_id", "patient_id", "purpose", "outcome", "ip_address",
+        "user_agent", "detail"))
 
-    Only this thread's: other threads share the session's engine and send statements of their
-    own whenever they wake (the re-reading of searched places, `jaejin.scheduling.place_watch`,
-    every 50 ms for a second after a scheduling test's last search; a sealer thread), and
-    counting theirs made these counts fail now and then after other tests.
-    """
-    seen: list[str] = []
-    counted_thread = threading.get_ident()
 
-    def count(_connection, _cursor, statement, _parameters, _context, _many):  # type: ignore[no-untyped-def]
-        if threading.get_ident() == counted_thread and not TRANSACTION_CONTROL.match(statement):
-            seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+def statements(engine: Engine) -> AbstractContextManager[list[str]]:
+    """The statements this thread sends while the block runs, transaction control left out
+    (other threads share the session's engine: a sealer, the place watch)."""
+    return statements_sent(engine, this_thread_only=True, transaction_control=False)
 
 
 # ------------------------------------------------------------------------------ the write
@@ -211,15 +200,9 @@ def test_entries_written_together_read_back_as_entries_written_one_by_one(clean_
         record_entries(session, list(zip(actors, events, strict=True)))
         session.commit()
 
-    def content(entry: AuditEntry) -> tuple[Any, ...]:
-        return tuple(getattr(entry, name) for name in (
-            "actor_type", "actor_id", "actor_label", "institution_id", "action",
-            "resource_type", "resource_id", "patient_id", "purpose", "outcome", "ip_address",
-            "user_agent", "detail"))
-
     entries = sealed_and_intact(clean_database)
-    assert [content(entry) for entry in entries[3:]] == [
-        content(entry) for entry in entries[:3]]
+    assert [entry_content(entry) for entry in entries[3:]] == [
+        entry_content(entry) for entry in entries[:3]]
     assert entries[5].detail == {"1": [1.5, None, True]}
 
 
@@ -242,14 +225,8 @@ def test_an_entry_written_by_the_callers_own_statement_reads_back_as_recorded(cl
         assert skipped.rowcount == 0
         session.commit()
 
-    def content(entry: AuditEntry) -> tuple[Any, ...]:
-        return tuple(getattr(entry, name) for name in (
-            "actor_type", "actor_id", "actor_label", "institution_id", "action",
-            "resource_type", "resource_id", "patient_id", "purpose", "outcome", "ip_address",
-            "user_agent", "detail"))
-
     recorded, carried = sealed_and_intact(clean_database)
-    assert content(carried) == content(recorded)
+    assert entry_content(carried) == entry_content(recorded)
     assert len(carried.user_agent or "") == 300
     assert carried.occurred_at >= recorded.occurred_at
 

@@ -9,12 +9,10 @@ databases).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from jaejin.core.accounts import Role
@@ -27,23 +25,9 @@ from jaejin.scheduling import service
 from jaejin.scheduling.model import VisitMode
 from jaejin.scheduling.store import Appointment
 from tests.scheduling.test_booking_fixtures import SchedulingWorld
-from tests.support import make_patient
+from tests.support import make_patient, statements_sent
 
 pytest_plugins = ("tests.scheduling.test_booking_fixtures",)
-
-
-@contextmanager
-def statements_sent(engine: Engine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_connection, _cursor, statement, _parameters, _context, _many):  # type: ignore[no-untyped-def]
-        seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 def _sqlite_only(engine: Engine) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 
 import pytest
@@ -20,6 +20,7 @@ from sqlalchemy import Engine, event
 
 from jaejin.scheduling import place_watch
 from tests.scheduling.test_booking_fixtures import SchedulingWorld
+from tests.support import TRANSACTION_CONTROL, statements_sent
 
 pytest_plugins = ("tests.scheduling.test_booking_fixtures",)
 
@@ -28,7 +29,6 @@ PLATFORM_TABLES = frozenset({"api_clients", "user_sessions", "sessions", "users"
 #: The table a statement is about: the first one it reads or writes (a statement of the
 #: booking's own that also writes its audit entry is the booking's).
 FIRST_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+\"?(\w+)", re.I)
-TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|SAVEPOINT|RELEASE|ROLLBACK|COMMIT)\b", re.I)
 
 #: The writes of a booking: its appointment, occupancy blocks, outbox rows and the upsert of the
 #: practitioner's calendar version are one statement on PostgreSQL (the id read beforehand),
@@ -69,20 +69,9 @@ def scheduling_statements(engine: Engine) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
-@contextmanager
-def all_statements(engine: Engine) -> Iterator[list[str]]:
+def all_statements(engine: Engine) -> AbstractContextManager[list[str]]:
     """Every statement sent by the request's threads, the platform's too."""
-    seen: list[str] = []
-
-    def count(_connection, _cursor, statement, _parameters, _context, _many):  # type: ignore[no-untyped-def]
-        if threading.current_thread().name != place_watch.THREAD_NAME:
-            seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    return statements_sent(engine)
 
 
 def _book(client, headers, world: SchedulingWorld, clock: str, **overrides):

@@ -9,6 +9,9 @@ databases).
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -118,3 +121,40 @@ def test_a_slot_taken_between_the_read_and_the_write_is_refused_and_leaves_nothi
     assert len(planned_then_taken[0]["appointments"]) == 1
     assert planned_then_taken[0]["audited"] == 1
     assert _rows(engine) == planned_then_taken[0]
+
+
+def test_a_process_runs_one_sqlite_booking_at_a_time_and_postgresql_bookings_together(
+        client, engine, world, system_a, monkeypatch):
+    """On SQLite the bookings of one process queue before they start (`SQLITE_BOOKINGS_AT_ONCE`:
+    a thread holding the write turn would otherwise share the GIL with all the others); on
+    PostgreSQL they run side by side."""
+    from jaejin.scheduling import api
+
+    running = 0
+    most = 0
+    guard = threading.Lock()
+    plan_booking = service.plan_booking
+
+    def slow_plan(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        with guard:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.05)
+            return plan_booking(*args, **kwargs)
+        finally:
+            with guard:
+                running -= 1
+
+    monkeypatch.setattr(service, "plan_booking", slow_plan)
+    clocks = ["10:00", "10:30", "11:00", "11:30"]
+    with ThreadPoolExecutor(len(clocks)) as pool:
+        statuses = list(pool.map(lambda clock: client.post(
+            "/api/v1/appointments", json=world.booking(clock), headers=system_a).status_code,
+            clocks))
+    assert statuses == [201] * len(clocks)
+    if engine.dialect.name == "sqlite":
+        assert most == api.SQLITE_BOOKINGS_AT_ONCE == 1
+    else:
+        assert most > 1

@@ -213,11 +213,14 @@ def _computed(connection: Connection, key: tuple[Hashable, ...], place: SearchPl
     grid = SearchGrid(availability, resolve_zone(place.time_zone), visit_type, search.mode,
                       hours_key)
     requested = search_interval(search.start_date, search.end_date, search.requested_zone)
-    busy = practitioner_busy(connection, search.practitioner_id, requested.start,
-                             requested.end + visit_type.step)
-    pieces = service.free_slot_pieces(grid, requested, search.requested_zone, now=search.now,
-                                      busy=busy)
-    valid_until = first_start_from(grid, requested, max(requested.start, search.now))
+    pieces = wire.json_array([])
+    valid_until: datetime | None = None
+    if requested is not None:  # else every day asked for was skipped by the zone
+        busy = practitioner_busy(connection, search.practitioner_id, requested.start,
+                                 requested.end + visit_type.step)
+        pieces = service.free_slot_pieces(grid, requested, search.requested_zone,
+                                          now=search.now, busy=busy)
+        valid_until = first_start_from(grid, requested, max(requested.start, search.now))
     tag = hashlib.blake2b(repr((_FORMAT, key, valid_until)).encode(), digest_size=12)
     return Answer(pieces, valid_until, f'W/"{tag.hexdigest()}"')
 

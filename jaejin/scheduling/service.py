@@ -535,6 +535,8 @@ def find_slots(
     """
     validate_date_range(start_date, end_date, max_days)
     requested = search_interval(start_date, end_date, range_zone)
+    if requested is None:
+        return []
     reach = requested.end + schedule.visit_type.step
     if patient is None:
         busy = practitioner_busy(db, schedule.practitioner.id, requested.start, reach,
@@ -656,6 +658,8 @@ def free_slots_wire(db: Session, schedule: Schedule, start_date: date, end_date:
     slot by slot."""
     validate_date_range(start_date, end_date)
     requested = search_interval(start_date, end_date, requested_zone)
+    if requested is None:
+        return wire.json_array([])
     busy = practitioner_busy(db, schedule.practitioner.id, requested.start,
                              requested.end + schedule.visit_type.step)
     return free_slot_pieces(schedule, requested, requested_zone, now=now, busy=busy)
@@ -736,6 +740,8 @@ def _free_slots_in(db: Session, schedule: Schedule, first: date, last: date, *,
     until enough slots are found (and one day more: a clock change could put an earlier slot
     on the next local date)."""
     requested = search_interval(first, last, schedule.zone)
+    if requested is None:
+        return []
     reach = requested.end + schedule.visit_type.step
     own: list[Interval] = []
     if patient is None:

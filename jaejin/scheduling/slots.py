@@ -241,14 +241,16 @@ def validate_date_range(start_date: date, end_date: date, max_days: int = MAX_SE
         )
 
 
-def search_interval(start_date: date, end_date: date, zone: ZoneInfo) -> Interval:
-    """The instants from the start of `start_date` to the end of `end_date` (inclusive) in `zone`.
+def search_interval(start_date: date, end_date: date, zone: ZoneInfo) -> Interval | None:
+    """The instants from the start of `start_date` to the end of `end_date` (inclusive) in `zone`;
+    None when the zone skipped every one of those days (Pacific/Kiritimati's 1994-12-31): there
+    is no instant to search, and a search of them finds nothing.
 
     Callers use it to load busy time and interpreter windows for a search.
     """
-    return Interval(
-        local_day_start(start_date, zone), local_day_start(end_date + timedelta(days=1), zone)
-    )
+    start = local_day_start(start_date, zone)
+    end = local_day_start(end_date + timedelta(days=1), zone)
+    return Interval(start, end) if end > start else None
 
 
 def _select(
@@ -303,10 +305,9 @@ def compute_slots(
     """
     validate_date_range(start_date, end_date, max_days)
     now = ensure_aware(now, "now")
-    if local_day_start(start_date, range_zone or zone) == local_day_start(
-            end_date + timedelta(days=1), range_zone or zone):
-        return []  # every day asked for was skipped by the zone (Pacific/Kiritimati's 1994-12-31)
     requested = search_interval(start_date, end_date, range_zone or zone)
+    if requested is None:
+        return []
     days = _local_dates_touching(requested.start, requested.end, zone)
     grid = [
         slot

@@ -55,6 +55,17 @@ def test_slots_carry_the_institutions_offset_and_the_requested_zones(client, wor
     assert set(first) >= {"start", "start_local", "end", "interpreter_available"}
 
 
+def test_a_search_of_a_day_the_zone_skipped_finds_nothing_on_every_path(client, world,
+                                                                         system_a):
+    """Pacific/Kiritimati went from 1994-12-30 to 1995-01-01: its 1994-12-31 has no instant.
+    The kept answer, the interpreter's and the patient's paths all answer an empty list."""
+    for params in ({}, {"interpreter_language": "mn"}, {"patient_id": world.patient_a}):
+        response = _slots(client, system_a, world, tz="Pacific/Kiritimati", start="1994-12-31",
+                          end="1994-12-31", **params)
+        assert response.status_code == 200, (params, response.text)
+        assert response.json() == [], params
+
+
 def test_a_slot_search_needs_a_real_zone_and_an_ordered_range(client, world, system_a):
     unknown = _slots(client, system_a, world, tz="Mars/Olympus_Mons")
     assert unknown.status_code == 422

@@ -532,19 +532,15 @@ async def create_appointment(request: Request) -> Response:
     def book() -> Response:
         # The session is closed (anything uncommitted rolled back) before the answer leaves:
         # on SQLite an open transaction would keep the write lock (see `ends_transaction`).
-        if reads_apart:
-            with session_factory(engine)() as db:
+        with session_factory(engine)() as db:
+            if reads_apart:
                 connection = db.connection(execution_options={AUTOCOMMIT_READ: True})
-                planned = service.plan_booking(db, principal, booking, settings=settings)
+            planned = service.plan_booking(db, principal, booking, settings=settings)
+            if reads_apart:
                 # The same transaction of the session goes on: nothing it read is read again.
                 begin_write(connection)
-                appointment = service.write_planned_booking(db, planned)
-                db.commit()
-        else:
-            with session_factory(engine)() as db:
-                planned = service.plan_booking(db, principal, booking, settings=settings)
-                appointment = service.write_planned_booking(db, planned)
-                db.commit()
+            appointment = service.write_planned_booking(db, planned)
+            db.commit()
         # After the commit, out of the write turn: only the rows the booking read and the
         # appointment it wrote (every column set) are used, nothing is read.
         content = appointment_json(db, appointment, with_outbox=False,

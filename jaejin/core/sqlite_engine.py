@@ -163,22 +163,23 @@ class _SQLiteConnection(sqlite3.Connection):
 
     def commit(self) -> None:
         super().commit()  # if it fails, the transaction is still open until rolled back
-        if self.transaction_ended is not None:
-            self.transaction_ended()
+        self._ended()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            if self.transaction_ended is not None:
-                self.transaction_ended()
+            self._ended()
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            if self.transaction_ended is not None:
-                self.transaction_ended()
+            self._ended()
+
+    def _ended(self) -> None:
+        if self.transaction_ended is not None:
+            self.transaction_ended()
 
 
 def _database_is_locked() -> DBAPIError:
